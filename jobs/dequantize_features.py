@@ -1,0 +1,69 @@
+"""Decode the output of quantize_features back to float (and category) columns.
+
+    spark-submit jobs/dequantize_features.py --input OUT --output PATH [--overwrite]
+
+``--input`` is a finished ``quantize_features`` output (``data/``, ``codebook.json``,
+``_SUCCESS``). Writes ``PATH/data/`` (Parquet), ``PATH/report.json`` and ``PATH/_SUCCESS``
+atomically. Exit codes: 0 ok, 2 bad input, 1 failure.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout
+
+from spark_compress.errors import ConfigError  # noqa: E402
+from spark_compress.io import output as O  # noqa: E402
+from spark_compress.io.codebook import read_codebook  # noqa: E402
+from spark_compress.spark import features as FT  # noqa: E402
+from spark_compress.spark import jobkit  # noqa: E402
+
+JOB = "dequantize_features"
+
+
+def prepare(args):
+    """Check the input is a finished quantize_features output and read its codebook."""
+    src = O.local_path(args.input, what="--input")
+    if not (src / O.SUCCESS).exists():
+        raise ConfigError(f"--input {args.input}: not a finished quantize_features output "
+                          f"(no {O.SUCCESS}); re-run quantize_features")
+    O.local_path(args.output, what="--output")
+    return src, read_codebook(src / "codebook.json")
+
+
+def run(args, spark, run_id, ctx) -> dict:
+    src, codebook = ctx
+    out = O.StagedOutput(O.local_path(args.output, what="--output"), overwrite=args.overwrite,
+                         run_id=run_id)
+    try:
+        codes = spark.read.parquet((src / "data").as_uri())
+        with jobkit.phase("count") as info:
+            rows_in = codes.count()
+            info["rows"] = rows_in
+        with jobkit.phase("decode+write"):
+            FT.decode_features(codes, codebook).write.parquet(out.uri("data"))
+        rows_out = spark.read.parquet(out.uri("data")).count()
+        FT.check_rows(rows_in, rows_out, JOB)
+        report = {"job": JOB, "run_id": run_id, "input": args.input, "output": args.output,
+                  "rows_in": rows_in, "rows_out": rows_out,
+                  "bytes_in": O.tree_bytes(src / "data"),
+                  "bytes_out": O.tree_bytes(out.staging / "data"),
+                  "columns": [c.name for c in codebook.columns]}
+        out.write_json("report.json", report)
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    return {"rows_in": rows_in, "rows_out": rows_out, "output": args.output}
+
+
+def main(argv=None) -> int:
+    parser = jobkit.base_parser(JOB, __doc__.splitlines()[0])
+    parser.add_argument("--input", required=True, help="a quantize_features output directory")
+    return jobkit.run_job(JOB, parser, run, argv, prepare=prepare)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

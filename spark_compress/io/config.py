@@ -1,0 +1,193 @@
+"""The feature job's TOML config: parsed with stdlib ``tomllib``, validated against one table.
+
+Unknown keys are errors that name the file and the key; every value is checked here, before any
+Spark work starts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from spark_compress.core.quantize import BITS, METHODS
+from spark_compress.errors import ConfigError
+
+STRINGS_POLICIES = ("error", "dictionary", "passthrough")
+
+
+@dataclass(frozen=True)
+class ColumnSettings:
+    """How to encode one column. ``None`` fields fall back to ``[defaults]``."""
+
+    method: str | None = None
+    bits: int | None = None
+    clip: float | None = None
+    max_categories: int | None = None
+
+
+@dataclass(frozen=True)
+class Defaults:
+    method: str = "minmax"
+    bits: int = 8
+    clip: float = 0.001
+    max_categories: int = 1000
+    strings: str = "error"
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """The whole feature-compression config, validated."""
+
+    passthrough: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
+    defaults: Defaults = Defaults()
+    columns: Mapping[str, ColumnSettings] = field(default_factory=dict)
+    relative_error: float | None = None
+    source: str = "<config>"
+
+    def settings_for(self, name: str) -> ColumnSettings:
+        """The resolved settings of column ``name`` (per-column override over defaults)."""
+        c = self.columns.get(name, ColumnSettings())
+        d = self.defaults
+        return ColumnSettings(
+            method=c.method or d.method,
+            bits=c.bits if c.bits is not None else d.bits,
+            clip=c.clip if c.clip is not None else d.clip,
+            max_categories=c.max_categories if c.max_categories is not None else d.max_categories,
+        )
+
+
+def _check_method(v: Any, where: str) -> str:
+    if v not in METHODS:
+        raise ConfigError(f"{where}: method must be one of {', '.join(METHODS)}. Got {v!r}.")
+    return v
+
+
+def _check_bits(v: Any, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v not in BITS:
+        raise ConfigError(f"{where}: bits must be one of 2, 4, 8, 16. Got {v!r}.")
+    return int(v)
+
+
+def _check_clip(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 < v < 0.5):
+        raise ConfigError(
+            f"{where}: clip is the fraction clipped at each tail and must be in (0, 0.5), "
+            f"for example 0.001. Got {v!r}."
+        )
+    return float(v)
+
+
+def _check_max_categories(v: Any, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not (1 <= v <= 2**31 - 8):
+        raise ConfigError(f"{where}: max_categories must be an integer >= 1. Got {v!r}.")
+    return v
+
+
+def _check_strings(v: Any, where: str) -> str:
+    if v not in STRINGS_POLICIES:
+        raise ConfigError(
+            f"{where}: strings must be one of {', '.join(STRINGS_POLICIES)}. Got {v!r}."
+        )
+    return v
+
+
+def _check_names(v: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise ConfigError(f"{where}: must be a list of column names. Got {v!r}.")
+    if len(set(v)) != len(v):
+        dup = sorted({x for x in v if v.count(x) > 1})
+        raise ConfigError(f"{where}: column(s) listed twice: {', '.join(dup)}.")
+    return tuple(v)
+
+
+def _check_relative_error(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 < v < 0.1):
+        raise ConfigError(f"{where}: relative_error must be in (0, 0.1), e.g. 0.001. Got {v!r}.")
+    return float(v)
+
+
+_COLUMN_KEYS = {
+    "method": _check_method,
+    "bits": _check_bits,
+    "clip": _check_clip,
+    "max_categories": _check_max_categories,
+}
+_DEFAULT_KEYS = dict(_COLUMN_KEYS, strings=_check_strings)
+_JOB_KEYS = {"passthrough": _check_names, "drop": _check_names}
+_FIT_KEYS = {"relative_error": _check_relative_error}
+_SECTIONS = ("job", "defaults", "columns", "fit")
+
+
+def _table(doc: Mapping, key: str, source: str) -> Mapping:
+    v = doc.get(key, {})
+    if not isinstance(v, dict):
+        raise ConfigError(f"{source}: [{key}] must be a table.")
+    return v
+
+
+def _validated(table: Mapping, checks: Mapping, where: str, source: str) -> dict:
+    out = {}
+    for k, v in table.items():
+        if k not in checks:
+            raise ConfigError(
+                f"{source}: unknown key '{k}' in {where}; allowed keys: {', '.join(checks)}."
+            )
+        out[k] = checks[k](v, f"{source}: {where} {k}")
+    return out
+
+
+def parse_feature_config(doc: Mapping, *, source: str = "<config>") -> FeatureConfig:
+    """Validate a parsed TOML document. ``source`` (the file name) prefixes every message."""
+    for k in doc:
+        if k not in _SECTIONS:
+            raise ConfigError(
+                f"{source}: unknown section or key '{k}'; allowed: {', '.join(_SECTIONS)}."
+            )
+    job = _validated(_table(doc, "job", source), _JOB_KEYS, "[job]", source)
+    defaults = Defaults(**_validated(_table(doc, "defaults", source), _DEFAULT_KEYS,
+                                     "[defaults]", source))
+    fit = _validated(_table(doc, "fit", source), _FIT_KEYS, "[fit]", source)
+    columns: dict[str, ColumnSettings] = {}
+    for name, table in _table(doc, "columns", source).items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [columns.{name}] must be a table, e.g. "
+                              f"[columns.{name}] method = \"minmax\".")
+        columns[name] = ColumnSettings(**_validated(table, _COLUMN_KEYS, f"[columns.{name}]",
+                                                    source))
+    passthrough = job.get("passthrough", ())
+    drop = job.get("drop", ())
+    for name in columns:
+        where = "passthrough" if name in passthrough else "drop" if name in drop else None
+        if where:
+            raise ConfigError(f"{source}: column '{name}' is in [job] {where} and also has a "
+                              f"[columns.{name}] table; keep one.")
+    both = sorted(set(passthrough) & set(drop))
+    if both:
+        raise ConfigError(f"{source}: column(s) {', '.join(both)} in both [job] passthrough "
+                          f"and drop; keep one.")
+    rel = fit.get("relative_error")
+    if rel is not None and not math.isfinite(rel):  # pragma: no cover - checked above
+        raise ConfigError(f"{source}: [fit] relative_error must be finite.")
+    return FeatureConfig(passthrough, drop, defaults, columns, rel, source)
+
+
+def load_feature_config(path: str | Path) -> FeatureConfig:
+    """Read and validate a TOML config file."""
+    p = Path(path)
+    try:
+        text = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from e
+    try:
+        doc = tomllib.loads(text.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from e
+    return parse_feature_config(doc, source=str(p))

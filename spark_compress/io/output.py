@@ -1,0 +1,118 @@
+"""Atomic job outputs on a local or shared (NFS-style) filesystem.
+
+A job writes everything under a hidden staging directory next to the output, writes ``_SUCCESS``
+last, then renames the staging directory onto the output path (one ``rename``: a reader sees
+either nothing or a finished output). A failed job removes its staging directory; an output
+directory without ``_SUCCESS`` is never produced by a job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+from spark_compress.errors import ConfigError
+
+SUCCESS = "_SUCCESS"
+
+
+def local_path(path: str, *, what: str) -> Path:
+    """Accept a plain path or a ``file:`` URI; other schemes are not supported yet."""
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    elif path.startswith("file:"):
+        path = path[len("file:"):]
+    elif "://" in path:
+        raise ConfigError(f"{what} {path!r}: only local or shared-filesystem paths are "
+                          f"supported (use a path mounted on every node)")
+    return Path(path).absolute()
+
+
+class StagedOutput:
+    """Stage a job's output directory and commit it atomically.
+
+    >>> out = StagedOutput(Path("/data/out"), overwrite=False)   # doctest: +SKIP
+    >>> (out.staging / "data")  # write here, then out.commit()  # doctest: +SKIP
+    """
+
+    def __init__(self, target: Path, *, overwrite: bool, run_id: str | None = None):
+        self.target = target
+        self.overwrite = overwrite
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        if target.exists() and not overwrite:
+            state = "a finished output" if (target / SUCCESS).exists() else "a directory"
+            raise ConfigError(f"output {target} already exists ({state}); pass --overwrite to "
+                              f"replace it or choose another --output")
+        if target.exists() and not target.is_dir():
+            raise ConfigError(f"output {target} exists and is not a directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = target.parent / f".{target.name}.staging-{self.run_id}"
+        self.staging.mkdir()
+
+    def uri(self, *parts: str) -> str:
+        """A ``file://`` URI under the staging directory, for Spark writers."""
+        return self.staging.joinpath(*parts).as_uri()
+
+    def write_json(self, name: str, doc: Mapping[str, Any]) -> None:
+        (self.staging / name).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n",
+                                         encoding="utf-8")
+
+    def commit(self) -> None:
+        """Write ``_SUCCESS`` and move the staging directory onto the target."""
+        (self.staging / SUCCESS).write_text("", encoding="utf-8")
+        old = None
+        if self.target.exists():
+            old = self.target.parent / f".{self.target.name}.old-{self.run_id}"
+            os.rename(self.target, old)
+        os.rename(self.staging, self.target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the data files under ``path`` (a file or a directory), skipping hidden files and
+    markers (names starting with ``.`` or ``_``) like Spark's readers do."""
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for root, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+        total += sum((Path(root) / f).stat().st_size for f in files
+                     if not f.startswith((".", "_")))
+    return total
+
+
+def data_files(path: Path, suffix: str) -> list[Path]:
+    """Data files under ``path`` ending with ``suffix``, sorted, markers skipped."""
+    if path.is_file():
+        return [path]
+    out = []
+    for root, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+        out += [Path(root) / f for f in files
+                if f.endswith(suffix) and not f.startswith((".", "_"))]
+    return sorted(out)
+
+
+def parquet_column_bytes(path: Path) -> dict[str, int]:
+    """Compressed bytes per top-level column over all Parquet files under ``path``, from the
+    footers alone."""
+    import pyarrow.parquet as pq
+
+    sizes: dict[str, int] = {}
+    for f in data_files(path, ".parquet"):
+        md = pq.ParquetFile(f).metadata
+        for rg in range(md.num_row_groups):
+            group = md.row_group(rg)
+            for c in range(group.num_columns):
+                cc = group.column(c)
+                name = cc.path_in_schema.split(".")[0]
+                sizes[name] = sizes.get(name, 0) + cc.total_compressed_size
+    return sizes

@@ -1,0 +1,538 @@
+"""Feature compression on Spark: plan, distributed fit, one-pass encode and decode, evaluation.
+
+Where the time goes (measured, see docs/benchmarks.md): affine codes are cheapest as native Spark
+column expressions (no Python, no Arrow round trip) provided whole-stage codegen does not choke on
+the wide projection (``spark.sql.codegen.methodSplitThreshold`` and the JVM flag
+``-XX:-DontCompileHugeMethods``, both set in ``conf/spark-defaults.conf``). Table lookups
+(quantile bins, dictionaries) run in one ``mapInArrow`` pass over all such columns with the numpy
+core, so Spark results equal the core's bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from spark_compress.core import quantize as Q
+from spark_compress.errors import DataError, SchemaError
+from spark_compress.io.codebook import Codebook, ColumnCodebook
+from spark_compress.io.config import FeatureConfig
+
+log = logging.getLogger(__name__)
+
+NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
+                 T.DecimalType)
+INTEGRAL_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+DICTIONARY_TYPES = INTEGRAL_TYPES + (T.StringType,)
+QUANTILE_CHUNK = 64  # columns per approxQuantile call: bounds the aggregation buffer size
+
+
+def col(name: str) -> Column:
+    """A column reference that works for any name (dots, spaces, backticks)."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """A column to encode, with its resolved settings."""
+
+    name: str
+    method: str
+    bits: int
+    clip: float
+    max_categories: int
+    source_type: str
+
+
+@dataclass(frozen=True)
+class FeaturePlan:
+    """What happens to every input column, in input order."""
+
+    encode: tuple[ColumnPlan, ...]
+    passthrough: tuple[str, ...]
+    drop: tuple[str, ...]
+    order: tuple[str, ...]  # output column order
+
+
+def plan_features(schema: T.StructType, config: FeatureConfig) -> FeaturePlan:
+    """Decide for every column of ``schema`` whether it is encoded, passed through or dropped.
+
+    Raises :class:`SchemaError` naming the column for a column the config names but the data lacks,
+    a string column with a numeric method or not configured, or a type that cannot be encoded.
+    """
+    names = [f.name for f in schema.fields]
+    named = list(config.passthrough) + list(config.drop) + list(config.columns)
+    missing = [n for n in named if n not in names]
+    if missing:
+        hint = ""
+        lower = {n.lower(): n for n in names}
+        close = [f"'{m}' (did you mean '{lower[m.lower()]}'?)" for m in missing
+                 if m.lower() in lower]
+        if close:
+            hint = "; " + ", ".join(close)
+        raise SchemaError(f"{config.source}: column(s) {', '.join(repr(m) for m in missing)} "
+                          f"not found in the input, whose columns are: {', '.join(names)}{hint}")
+    encode, passthrough, drop, order = [], [], [], []
+    for f in schema.fields:
+        name, dtype = f.name, f.dataType
+        if name in config.passthrough:
+            passthrough.append(name)
+            order.append(name)
+            continue
+        if name in config.drop:
+            drop.append(name)
+            continue
+        s = config.settings_for(name)
+        explicit = name in config.columns and config.columns[name].method is not None
+        method = s.method
+        if isinstance(dtype, T.StringType) and not explicit:
+            if config.defaults.strings == "dictionary":
+                method = "dictionary"
+            elif config.defaults.strings == "passthrough":
+                passthrough.append(name)
+                order.append(name)
+                continue
+            else:
+                raise SchemaError(
+                    f"{config.source}: string column '{name}' is not configured: add "
+                    f"[columns.{name}] method = \"dictionary\", list it in [job] passthrough or "
+                    f"drop, or set [defaults] strings = \"dictionary\"")
+        if method == "dictionary":
+            if not isinstance(dtype, DICTIONARY_TYPES):
+                raise SchemaError(f"{config.source}: column '{name}' has type "
+                                  f"{dtype.simpleString()}; method \"dictionary\" needs a string "
+                                  f"or integer column")
+        elif not isinstance(dtype, NUMERIC_TYPES):
+            fix = ("use method = \"dictionary\"" if isinstance(dtype, T.StringType)
+                   else "list it in [job] passthrough or drop")
+            raise SchemaError(f"{config.source}: column '{name}' has type "
+                              f"{dtype.simpleString()}, which method \"{method}\" cannot encode; "
+                              f"{fix}")
+        encode.append(ColumnPlan(name, method, s.bits, s.clip, s.max_categories,
+                                 dtype.simpleString()))
+        order.append(name)
+    return FeaturePlan(tuple(encode), tuple(passthrough), tuple(drop), tuple(order))
+
+
+# ------------------------------------------------------------------------------------ fit
+
+
+def _finite(c: Column) -> Column:
+    return ~F.isnan(c) & (F.abs(c) != F.lit(math.inf))
+
+
+def _default_relative_error(plans: Sequence[ColumnPlan]) -> float:
+    levels = [1 << p.bits for p in plans if p.method == "quantile"]
+    clips = [p.clip for p in plans if p.method == "percentile"]
+    need = [0.25 / lv for lv in levels] + [c / 4 for c in clips]
+    return max(1e-5, min([1e-3] + need))
+
+
+def fit_codebook(df: DataFrame, plan: FeaturePlan, *, relative_error: float | None = None,
+                 ) -> tuple[Codebook, int]:
+    """Fit every column of ``plan`` on ``df``; return the codebook and the row count.
+
+    Passes over the data: one ``agg`` (row count, per-column null/NaN/inf counts, finite min/max),
+    one ``approxQuantile`` per 64 percentile/quantile columns, one grouped count for the
+    dictionary columns. Nothing but these aggregates reaches the driver.
+    """
+    numeric = [p for p in plan.encode if p.method != "dictionary"]
+    exprs = [F.count(F.lit(1)).alias("__rows")]
+    for i, p in enumerate(plan.encode):
+        c = col(p.name)
+        exprs.append(F.count(c).alias(f"n{i}"))
+        if p.method != "dictionary":
+            x = c.cast("double")
+            exprs += [
+                F.sum(F.when(F.isnan(x), 1).otherwise(0)).alias(f"nan{i}"),
+                F.sum(F.when(x == F.lit(math.inf), 1).otherwise(0)).alias(f"pinf{i}"),
+                F.sum(F.when(x == F.lit(-math.inf), 1).otherwise(0)).alias(f"ninf{i}"),
+                F.min(F.when(_finite(x), x)).alias(f"min{i}"),
+                F.max(F.when(_finite(x), x)).alias(f"max{i}"),
+            ]
+    row = df.agg(*exprs).collect()[0].asDict()
+    rows = int(row["__rows"])
+    stats = {}
+    for i, p in enumerate(plan.encode):
+        s = {"count": rows, "null_count": rows - int(row[f"n{i}"])}
+        if p.method != "dictionary":
+            s.update(nan_count=int(row[f"nan{i}"] or 0), posinf_count=int(row[f"pinf{i}"] or 0),
+                     neginf_count=int(row[f"ninf{i}"] or 0), min=row[f"min{i}"],
+                     max=row[f"max{i}"])
+        stats[p.name] = s
+
+    quantiles = _fit_quantiles(df, [p for p in numeric if p.method in ("percentile", "quantile")],
+                               relative_error)
+    vocabularies = _fit_vocabularies(df, [p for p in plan.encode if p.method == "dictionary"])
+
+    columns = []
+    for p in plan.encode:
+        s = stats[p.name]
+        lo, hi = s.get("min"), s.get("max")
+        if p.method in ("minmax", "symmetric"):
+            enc = Q.choose_affine(lo, hi, bits=p.bits, method=p.method)
+        elif p.method == "percentile":
+            qs = quantiles[p.name]
+            if qs:
+                lo, hi = qs[p.clip], qs[1.0 - p.clip]
+            enc = Q.choose_affine(lo, hi, bits=p.bits, method="percentile")
+        elif p.method == "quantile":
+            qs = quantiles[p.name]
+            probs = Q.quantile_probabilities(p.bits)
+            enc = Q.choose_quantile([qs[pr] for pr in probs] if qs else None, bits=p.bits)
+        else:
+            values, counts = vocabularies[p.name]
+            enc = Q.choose_dictionary(values, counts, max_categories=p.max_categories)
+            s["distinct_count"] = len(values) if len(values) < p.max_categories else None
+        columns.append(ColumnCodebook(p.name, p.source_type, enc,
+                                      p.clip if p.method == "percentile" else None, s))
+    return Codebook(tuple(columns), plan.passthrough), rows
+
+
+def _fit_quantiles(df: DataFrame, plans: Sequence[ColumnPlan], relative_error: float | None,
+                   ) -> dict[str, dict[float, float]]:
+    if not plans:
+        return {}
+    rel = relative_error if relative_error is not None else _default_relative_error(plans)
+    probs: set[float] = set()
+    for p in plans:
+        probs.update([p.clip, 1.0 - p.clip] if p.method == "percentile"
+                     else Q.quantile_probabilities(p.bits))
+    prob_list = sorted(probs)
+    out: dict[str, dict[float, float]] = {}
+    for start in range(0, len(plans), QUANTILE_CHUNK):
+        chunk = plans[start:start + QUANTILE_CHUNK]
+        aliases = [f"q{i}" for i in range(len(chunk))]
+        finite = df.select(*[F.when(_finite(col(p.name).cast("double")),
+                                    col(p.name).cast("double")).alias(a)
+                             for p, a in zip(chunk, aliases)])
+        log.info("quantile fit of %d column(s), %d probabilities, relative error %g",
+                 len(chunk), len(prob_list), rel)
+        result = finite.approxQuantile(aliases, prob_list, rel)
+        for p, qs in zip(chunk, result):
+            out[p.name] = dict(zip(prob_list, qs)) if qs else {}
+    return out
+
+
+def _fit_vocabularies(df: DataFrame, plans: Sequence[ColumnPlan],
+                      ) -> dict[str, tuple[list, list[int]]]:
+    """Top ``max_categories`` values per dictionary column, by count then value, in one pass."""
+    if not plans:
+        return {}
+    from pyspark.sql.window import Window
+
+    structs = [F.struct(F.lit(i).alias("i"), col(p.name).cast("string").alias("v"))
+               for i, p in enumerate(plans)]
+    counts = (df.select(F.explode(F.array(*structs)).alias("s"))
+              .where(F.col("s.v").isNotNull())
+              .groupBy(F.col("s.i").alias("i"), F.col("s.v").alias("v")).count())
+    caps = F.element_at(F.array(*[F.lit(p.max_categories) for p in plans]), F.col("i") + 1)
+    # Rank ties by value so the vocabulary does not depend on partitioning. Integers rank by
+    # their numeric value, strings by their text.
+    key = F.when(F.col("i").isin([i for i, p in enumerate(plans)
+                                   if p.source_type != "string"]),
+                 F.col("v").cast("double")).otherwise(F.lit(None))
+    w = Window.partitionBy("i").orderBy(F.col("count").desc(), key.asc(), F.col("v").asc())
+    top = counts.withColumn("r", F.row_number().over(w)).where(F.col("r") <= caps)
+    out: dict[str, tuple[list, list[int]]] = {p.name: ([], []) for p in plans}
+    for r in top.collect():
+        p = plans[r["i"]]
+        v = r["v"] if p.source_type == "string" else int(r["v"])
+        out[p.name][0].append(v)
+        out[p.name][1].append(int(r["count"]))
+    return out
+
+
+# --------------------------------------------------------------------------------- encode
+
+
+def _affine_code(c: Column, q: Q.AffineQuantizer, code_type: str) -> Column:
+    x = c.cast("double")
+    t = F.least(F.greatest(F.rint(x / F.lit(q.scale) + F.lit(q.zero_point)), F.lit(0.0)),
+                F.lit(float(q.qmax)))
+    return (F.when(x.isNull(), F.lit(None))
+            .when(F.isnan(x), F.lit(Q.CODE_NAN))
+            .when(x == F.lit(math.inf), F.lit(Q.CODE_POSINF))
+            .when(x == F.lit(-math.inf), F.lit(Q.CODE_NEGINF))
+            .otherwise(t).cast(code_type))
+
+
+def _arrow_int_type(code_type: str) -> pa.DataType:
+    return {"tinyint": pa.int8(), "smallint": pa.int16(), "int": pa.int32()}[code_type]
+
+
+def _arrow_float_type(source_type: str) -> pa.DataType:
+    return pa.float32() if source_type == "float" else pa.float64()
+
+
+def _null_mask(arr: pa.Array) -> np.ndarray | None:
+    if arr.null_count == 0:
+        return None
+    return arr.is_null().to_numpy(zero_copy_only=False)
+
+
+def _encode_arrow(cb: ColumnCodebook, arr: pa.Array) -> pa.Array:
+    mask = _null_mask(arr)
+    t = _arrow_int_type(cb.code_type)
+    enc = cb.encoder
+    if isinstance(enc, Q.DictionaryEncoder):
+        vocab = pa.array(list(enc.vocabulary), type=arr.type if len(enc.vocabulary) else None)
+        if len(enc.vocabulary) == 0:
+            codes = np.full(len(arr), Q.CODE_OOV, dtype=np.int64)
+        else:
+            idx = pc.index_in(arr, value_set=vocab.cast(arr.type))
+            codes = idx.fill_null(Q.CODE_OOV).to_numpy(zero_copy_only=False).astype(np.int64)
+    else:
+        x = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        codes = Q.encode(enc, x)
+    return pa.array(codes.astype(t.to_pandas_dtype()), type=t, mask=mask)
+
+
+def _decode_arrow(cb: ColumnCodebook, arr: pa.Array) -> pa.Array:
+    mask = _null_mask(arr)
+    codes = arr.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+    enc = cb.encoder
+    if isinstance(enc, Q.DictionaryEncoder):
+        values, missing = Q.decode_dictionary(enc, codes)
+        missing = missing if mask is None else (missing | mask)
+        return pa.array(values, type=_spark_to_arrow(cb.source_type), mask=missing)
+    x = Q.decode(enc, codes)
+    t = _arrow_float_type(cb.source_type)
+    return pa.array(x.astype(t.to_pandas_dtype()), type=t, mask=mask)
+
+
+def _spark_to_arrow(source_type: str) -> pa.DataType:
+    return {"string": pa.string(), "tinyint": pa.int8(), "smallint": pa.int16(),
+            "int": pa.int32(), "bigint": pa.int64()}[source_type]
+
+
+def _map_columns(df: DataFrame, targets: dict[str, ColumnCodebook], fn, out_types: dict,
+                 ) -> DataFrame:
+    """Replace ``targets`` columns of ``df`` in one ``mapInArrow`` pass, applying ``fn``."""
+    if not targets:
+        return df
+    fields = [T.StructField(f.name, out_types[f.name], True) if f.name in targets else f
+              for f in df.schema.fields]
+    names = [f.name for f in df.schema.fields]
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for b in batches:
+            cols = [fn(targets[n], b.column(i)) if n in targets else b.column(i)
+                    for i, n in enumerate(names)]
+            yield pa.RecordBatch.from_arrays(cols, names=names)
+
+    return df.mapInArrow(run, T.StructType(fields))
+
+
+_SPARK_INT = {"tinyint": T.ByteType(), "smallint": T.ShortType(), "int": T.IntegerType()}
+
+
+def _spark_type(simple: str) -> T.DataType:
+    return {"float": T.FloatType(), "double": T.DoubleType(), "string": T.StringType(),
+            "tinyint": T.ByteType(), "smallint": T.ShortType(), "int": T.IntegerType(),
+            "bigint": T.LongType()}.get(simple, T.DoubleType())
+
+
+def _check_columns(df: DataFrame, names: Iterable[str], what: str) -> None:
+    have = set(df.columns)
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise SchemaError(f"{what}: column(s) {', '.join(repr(m) for m in missing)} are not in "
+                          f"the data, whose columns are: {', '.join(df.columns)}")
+
+
+def encode_features(df: DataFrame, codebook: Codebook, *, keep: Sequence[str] | None = None,
+                    engine: str = "auto") -> DataFrame:
+    """Encode every codebook column of ``df`` in one pass; keep passthrough columns unchanged.
+
+    Output columns follow ``keep`` (default: passthrough and encoded columns in input order).
+    ``engine="auto"`` runs affine columns as native expressions and table lookups in one
+    ``mapInArrow``; ``engine="arrow"`` runs every column through ``mapInArrow``.
+    """
+    if engine not in ("auto", "arrow"):
+        raise ValueError(f"engine must be 'auto' or 'arrow', got {engine!r}")
+    encoded = {c.name: c for c in codebook.columns}
+    _check_columns(df, list(encoded) + list(codebook.passthrough), "encode")
+    order = list(keep) if keep is not None else [
+        n for n in df.columns if n in encoded or n in codebook.passthrough]
+    native = {n: c for n, c in encoded.items()
+              if engine == "auto" and isinstance(c.encoder, Q.AffineQuantizer)}
+    out = df.select(*[_affine_code(col(n), native[n].encoder, native[n].code_type).alias(n)
+                      if n in native else col(n) for n in order])
+    lookups = {n: c for n, c in encoded.items() if n not in native}
+    return _map_columns(out, lookups, _encode_arrow,
+                        {n: _SPARK_INT[c.code_type] for n, c in lookups.items()})
+
+
+def _affine_value(c: Column, q: Q.AffineQuantizer, name: str, source_type: str) -> Column:
+    code = c.cast("int")
+    x = (code.cast("double") - F.lit(q.zero_point)) * F.lit(q.scale)
+    bad = F.raise_error(F.concat(F.lit(f"column '{name}': code "), code.cast("string"),
+                                 F.lit(f" is not valid (0..{q.qmax} or -1/-2/-3); the data does "
+                                       f"not match its codebook")))
+    out = (F.when(code.isNull(), F.lit(None))
+           .when(code == Q.CODE_NAN, F.lit(math.nan))
+           .when(code == Q.CODE_POSINF, F.lit(math.inf))
+           .when(code == Q.CODE_NEGINF, F.lit(-math.inf))
+           .when((code < 0) | (code > q.qmax), bad.cast("double"))
+           .otherwise(x))
+    return out.cast("float" if source_type == "float" else "double")
+
+
+def decode_features(df: DataFrame, codebook: Codebook, *, engine: str = "auto") -> DataFrame:
+    """Decode the codebook's columns back to values: floats keep their type, other numeric
+    sources come back as double, dictionary columns as their original type (OOV -> null)."""
+    if engine not in ("auto", "arrow"):
+        raise ValueError(f"engine must be 'auto' or 'arrow', got {engine!r}")
+    encoded = {c.name: c for c in codebook.columns}
+    _check_columns(df, encoded, "decode")
+    for f in df.schema.fields:
+        if f.name in encoded and not isinstance(f.dataType, INTEGRAL_TYPES):
+            raise SchemaError(f"decode: column '{f.name}' has type {f.dataType.simpleString()}, "
+                              f"not integer codes; is this the output of quantize_features?")
+    native = {n: c for n, c in encoded.items()
+              if engine == "auto" and isinstance(c.encoder, Q.AffineQuantizer)}
+    out = df.select(*[_affine_value(col(n), native[n].encoder, n, native[n].source_type).alias(n)
+                      if n in native else col(n) for n in df.columns])
+    lookups = {n: c for n, c in encoded.items() if n not in native}
+    types = {n: (_spark_type(c.source_type) if c.method == "dictionary"
+                 else T.FloatType() if c.source_type == "float" else T.DoubleType())
+             for n, c in lookups.items()}
+    return _map_columns(out, lookups, _decode_arrow, types)
+
+
+# ------------------------------------------------------------------------------- evaluate
+
+_EVAL_SCHEMA = T.StructType([
+    T.StructField("name", T.StringType()), T.StructField("finite", T.LongType()),
+    T.StructField("sse", T.DoubleType()), T.StructField("max_abs", T.DoubleType()),
+    T.StructField("clipped", T.LongType()), T.StructField("oov", T.LongType()),
+])
+
+
+def _column_errors(cb: ColumnCodebook, arr: pa.Array) -> tuple[int, float, float, int, int]:
+    enc = cb.encoder
+    if isinstance(enc, Q.DictionaryEncoder):
+        valid = arr.drop_null()
+        oov = int((_encode_arrow(cb, valid).to_numpy(zero_copy_only=False) == Q.CODE_OOV).sum())
+        return 0, 0.0, 0.0, 0, oov
+    x = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    x = x[np.isfinite(x)]  # nulls came out as NaN
+    if x.size == 0:
+        return 0, 0.0, 0.0, 0, 0
+    x_hat = Q.decode(enc, Q.encode(enc, x))
+    if cb.source_type == "float":
+        x_hat = x_hat.astype(np.float32).astype(np.float64)
+    d = np.abs(x - x_hat)
+    if isinstance(enc, Q.AffineQuantizer) and enc.lo is not None:
+        clipped = int(((x < enc.lo) | (x > enc.hi)).sum())
+    elif isinstance(enc, Q.QuantileQuantizer):
+        lo, hi = cb.fit.get("min"), cb.fit.get("max")
+        clipped = int(((x < lo) | (x > hi)).sum()) if lo is not None else 0
+    else:
+        clipped = 0
+    return int(x.size), float(d @ d), float(d.max()), clipped, 0
+
+
+def evaluate_features(df: DataFrame, codebook: Codebook) -> dict[str, dict]:
+    """Reconstruction error of every codebook column on ``df``, in one ``mapInArrow`` pass.
+
+    Returns per column: ``rmse`` and ``max_abs_error`` over finite values (after the decoded
+    value is cast back to the column's float type), ``clipped_count`` (finite values outside
+    the fitted range, which decode to its edge) and ``oov_count`` (dictionary values outside the
+    vocabulary).
+    """
+    cbs = list(codebook.columns)
+    _check_columns(df, [c.name for c in cbs], "evaluate")
+    if not cbs:
+        return {}
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        acc = {c.name: [0, 0.0, 0.0, 0, 0] for c in cbs}
+        for b in batches:
+            for i, c in enumerate(cbs):
+                n, sse, mx, clipped, oov = _column_errors(c, b.column(i))
+                a = acc[c.name]
+                a[0] += n
+                a[1] += sse
+                a[2] = max(a[2], mx)
+                a[3] += clipped
+                a[4] += oov
+        names = list(acc)
+        vals = list(zip(*acc.values()))
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(names, pa.string()), pa.array(vals[0], pa.int64()),
+             pa.array(vals[1], pa.float64()), pa.array(vals[2], pa.float64()),
+             pa.array(vals[3], pa.int64()), pa.array(vals[4], pa.int64())],
+            schema=pa.schema([(f.name, t) for f, t in zip(
+                _EVAL_SCHEMA.fields, [pa.string(), pa.int64(), pa.float64(), pa.float64(),
+                                      pa.int64(), pa.int64()])]))
+
+    partial = df.select(*[col(c.name) for c in cbs]).mapInArrow(run, _EVAL_SCHEMA)
+    rows = (partial.groupBy("name").agg(F.sum("finite").alias("finite"), F.sum("sse").alias("sse"),
+                                        F.max("max_abs").alias("max_abs"),
+                                        F.sum("clipped").alias("clipped"),
+                                        F.sum("oov").alias("oov")).collect())
+    out = {}
+    for r in rows:
+        n = int(r["finite"] or 0)
+        out[r["name"]] = {
+            "rmse": math.sqrt(r["sse"] / n) if n else 0.0,
+            "max_abs_error": float(r["max_abs"] or 0.0),
+            "clipped_count": int(r["clipped"] or 0),
+            "oov_count": int(r["oov"] or 0),
+        }
+    for c in cbs:
+        out.setdefault(c.name, {"rmse": 0.0, "max_abs_error": 0.0, "clipped_count": 0,
+                                "oov_count": 0})
+    return out
+
+
+def check_rows(rows_in: int, rows_out: int, what: str) -> None:
+    """Nothing is lost: raise :class:`DataError` when the counts differ."""
+    if rows_in != rows_out:
+        raise DataError(f"{what}: {rows_in} rows in but {rows_out} rows out; nothing was "
+                        f"committed")
+
+
+def feature_report(codebook: Codebook, errors: dict[str, dict], *, rows_in: int, rows_out: int,
+                   bytes_in: int, bytes_out: int, column_bytes_in: dict[str, int] | None = None,
+                   column_bytes_out: dict[str, int] | None = None) -> dict:
+    """The ``report.json`` body: totals and, per encoded column, method, bits, counts, errors,
+    scale and (when the formats tell) bytes before and after."""
+    columns = {}
+    for c in codebook.columns:
+        e, fit = errors.get(c.name, {}), c.fit
+        enc = c.encoder
+        entry = {
+            "method": c.method, "bits": c.bits, "code_type": c.code_type,
+            "source_type": c.source_type,
+            "null_count": fit.get("null_count", 0), "nan_count": fit.get("nan_count", 0),
+            "posinf_count": fit.get("posinf_count", 0), "neginf_count": fit.get("neginf_count", 0),
+            "clipped_count": e.get("clipped_count", 0), "rmse": e.get("rmse"),
+            "max_abs_error": e.get("max_abs_error"),
+            "scale": getattr(enc, "scale", None), "zero_point": getattr(enc, "zero_point", None),
+            "min": fit.get("min"), "max": fit.get("max"),
+        }
+        if isinstance(enc, Q.DictionaryEncoder):
+            entry.update(rmse=None, max_abs_error=None, vocabulary_size=len(enc.vocabulary),
+                         oov_count=e.get("oov_count", 0))
+        if column_bytes_in and c.name in column_bytes_in:
+            entry["bytes_in"] = column_bytes_in[c.name]
+        if column_bytes_out and c.name in column_bytes_out:
+            entry["bytes_out"] = column_bytes_out[c.name]
+        columns[c.name] = entry
+    return {
+        "rows_in": rows_in, "rows_out": rows_out, "bytes_in": bytes_in, "bytes_out": bytes_out,
+        "compression_ratio": round(bytes_in / bytes_out, 4) if bytes_out else None,
+        "passthrough": list(codebook.passthrough), "columns": columns,
+    }

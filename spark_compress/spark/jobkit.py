@@ -1,0 +1,120 @@
+"""What every ``spark-submit`` job shares: arguments, session, reading, exit codes, timing logs.
+
+Exit codes: 0 success; 2 bad input or config (a :class:`SparkCompressError`, an unreadable input
+path, a column Spark cannot resolve), with a one-line message on stderr; 1 anything else.
+At the end of a successful run the job prints one JSON summary line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+
+from spark_compress.errors import ConfigError, SparkCompressError
+from spark_compress.io.output import local_path
+
+log = logging.getLogger("spark_compress")
+
+INPUT_FORMATS = ("parquet", "csv", "orc", "json")
+BAD_INPUT_CONDITIONS = ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA", "UNRESOLVED_COLUMN",
+                        "EMPTY_DATA_SOURCE")
+
+
+def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--output", required=True, help="output directory (local or shared FS)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output atomically")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def add_input_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", required=True, help="input dataset path")
+    p.add_argument("--input-format", default="parquet", choices=INPUT_FORMATS)
+    p.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="reader option, repeatable (CSV defaults: header=true, "
+                        "inferSchema=true)")
+
+
+def build_session(job: str, run_id: str) -> SparkSession:
+    """The job's session, named after the job and run so the Spark UI and history server show
+    it. Master and Spark settings come from ``spark-submit`` (``--master``, ``--conf``,
+    ``--properties-file``)."""
+    return SparkSession.builder.appName(f"spark-compress {job} {run_id}").getOrCreate()
+
+
+def read_input(spark: SparkSession, path: str, fmt: str, options: Sequence[str]) -> DataFrame:
+    """Read the input dataset; a missing local path is a :class:`ConfigError`."""
+    opts = {"header": "true", "inferSchema": "true"} if fmt == "csv" else {}
+    for kv in options:
+        if "=" not in kv:
+            raise ConfigError(f"--input-option {kv!r} must look like KEY=VALUE")
+        k, v = kv.split("=", 1)
+        opts[k] = v
+    if "://" not in path or path.startswith("file:"):
+        p = local_path(path, what="--input")
+        if not p.exists():
+            raise ConfigError(f"--input {path}: no such file or directory")
+        path = p.as_uri()
+    return spark.read.format(fmt).options(**opts).load(path)
+
+
+@contextmanager
+def phase(name: str, **fields: object) -> Iterator[dict]:
+    """Log the start and end of a job phase with its duration; ``info`` collects counts."""
+    info: dict = dict(fields)
+    log.info("%s: start%s", name, "".join(f" {k}={v}" for k, v in fields.items()))
+    t0 = time.perf_counter()
+    yield info
+    info["seconds"] = round(time.perf_counter() - t0, 3)
+    log.info("%s: done in %.1f s%s", name, info["seconds"],
+             "".join(f" {k}={v}" for k, v in info.items() if k != "seconds"))
+
+
+def run_job(job: str, parser: argparse.ArgumentParser,
+            body: Callable[[argparse.Namespace, SparkSession, str, object], dict],
+            argv: Sequence[str] | None = None,
+            prepare: Callable[[argparse.Namespace], object] | None = None) -> int:
+    """Parse ``argv``, run ``prepare`` (config and path checks, before any JVM starts), build
+    the session, run ``body`` and map errors to exit codes. A session that was already active
+    (an embedding application, a test) is reused and left running."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("spark_compress").setLevel(args.log_level)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    spark = None
+    owned = SparkSession.getActiveSession() is None
+    try:
+        ctx = prepare(args) if prepare is not None else None
+        spark = build_session(job, run_id)
+        summary = body(args, spark, run_id, ctx)
+    except SparkCompressError as e:
+        print(f"{job}: error: {e}", file=sys.stderr)
+        return 2
+    except AnalysisException as e:
+        condition = e.getCondition() or ""
+        if condition.startswith(BAD_INPUT_CONDITIONS):
+            first = str(e).strip().splitlines()[0]
+            print(f"{job}: error: {first}", file=sys.stderr)
+            return 2
+        log.exception("%s failed", job)
+        return 1
+    except Exception:  # noqa: BLE001 - the job's last line of defence: report and exit 1
+        log.exception("%s failed", job)
+        return 1
+    finally:
+        if spark is not None and owned:
+            spark.stop()
+    print(json.dumps({"job": job, "status": "ok", **summary}, sort_keys=True))
+    return 0
