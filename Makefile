@@ -70,16 +70,16 @@ demo: venv java data
 	$(PY) scripts/show_report.py $(DEMO_OUT)/creditcard/report.json
 
 # pytest's exit code is make's: 1 for a failed test, 5 when no test was collected.
-test: venv java
+test: venv java data
 	$(PYTEST) $(PYTEST_ARGS)
 
 test-unit: venv
 	$(PYTEST) -m unit $(PYTEST_ARGS)
 
-test-spark: venv java
+test-spark: venv java data
 	$(PYTEST) -m spark $(PYTEST_ARGS)
 
-test-cluster: venv java
+test-cluster: venv java data
 	$(PYTEST) -m cluster $(PYTEST_ARGS)
 
 bench: venv java data

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_compress.core import quantize as Q
+from spark_compress.core import sketch
 from spark_compress.errors import DataError, SchemaError
 from spark_compress.io.codebook import Codebook, ColumnCodebook
 from spark_compress.io.config import FeatureConfig
@@ -33,7 +34,6 @@ NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType
                  T.DecimalType)
 INTEGRAL_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 DICTIONARY_TYPES = INTEGRAL_TYPES + (T.StringType,)
-QUANTILE_CHUNK = 64  # columns per approxQuantile call: bounds the aggregation buffer size
 
 
 def col(name: str) -> Column:
@@ -142,8 +142,8 @@ def fit_codebook(df: DataFrame, plan: FeaturePlan, *, relative_error: float | No
     """Fit every column of ``plan`` on ``df``; return the codebook and the row count.
 
     Passes over the data: one ``agg`` (row count, per-column null/NaN/inf counts, finite min/max),
-    one ``approxQuantile`` per 64 percentile/quantile columns, one grouped count for the
-    dictionary columns. Nothing but these aggregates reaches the driver.
+    one ``mapInArrow`` quantile summary of all percentile/quantile columns, one grouped count
+    for the dictionary columns. Only these aggregates reach the driver.
     """
     numeric = [p for p in plan.encode if p.method != "dictionary"]
     exprs = [F.count(F.lit(1)).alias("__rows")]
@@ -198,28 +198,67 @@ def fit_codebook(df: DataFrame, plan: FeaturePlan, *, relative_error: float | No
     return Codebook(tuple(columns), plan.passthrough), rows
 
 
+_SUMMARY_SCHEMA = T.StructType([T.StructField("i", T.IntegerType()),
+                                T.StructField("values", T.ArrayType(T.DoubleType())),
+                                T.StructField("weights", T.ArrayType(T.DoubleType()))])
+
+
+def _summary_batch(i: int, s: sketch.Summary) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [pa.array([i], pa.int32()), pa.array([s.values], pa.list_(pa.float64())),
+         pa.array([s.weights], pa.list_(pa.float64()))], names=["i", "values", "weights"])
+
+
 def _fit_quantiles(df: DataFrame, plans: Sequence[ColumnPlan], relative_error: float | None,
                    ) -> dict[str, dict[float, float]]:
+    """Quantiles of the finite values of each column, from a sorted-chunk summary
+    (:mod:`spark_compress.core.sketch`): each Arrow batch is summarised, each partition merges
+    its batches, one grouped step merges the partitions per column. Rank error is at most
+    ``relative_error`` (three reductions of at most ``relative_error / 3`` each)."""
     if not plans:
         return {}
     rel = relative_error if relative_error is not None else _default_relative_error(plans)
+    size = int(math.ceil(3.0 / rel))
     probs: set[float] = set()
     for p in plans:
         probs.update([p.clip, 1.0 - p.clip] if p.method == "percentile"
                      else Q.quantile_probabilities(p.bits))
     prob_list = sorted(probs)
-    out: dict[str, dict[float, float]] = {}
-    for start in range(0, len(plans), QUANTILE_CHUNK):
-        chunk = plans[start:start + QUANTILE_CHUNK]
-        aliases = [f"q{i}" for i in range(len(chunk))]
-        finite = df.select(*[F.when(_finite(col(p.name).cast("double")),
-                                    col(p.name).cast("double")).alias(a)
-                             for p, a in zip(chunk, aliases)])
-        log.info("quantile fit of %d column(s), %d probabilities, relative error %g",
-                 len(chunk), len(prob_list), rel)
-        result = finite.approxQuantile(aliases, prob_list, rel)
-        for p, qs in zip(chunk, result):
-            out[p.name] = dict(zip(prob_list, qs)) if qs else {}
+    log.info("quantile fit of %d column(s), %d probabilities, rank error <= %g",
+             len(plans), len(prob_list), rel)
+    values = df.select(*[col(p.name).cast("double").alias(f"q{i}") for i, p in enumerate(plans)])
+
+    def per_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        parts: list[list[sketch.Summary]] = [[] for _ in plans]
+        for b in batches:
+            for i in range(b.num_columns):
+                x = b.column(i).to_numpy(zero_copy_only=False)  # nulls come out as NaN
+                parts[i].append(sketch.summarize(x, size))
+        for i, ss in enumerate(parts):
+            merged = sketch.merge(ss, size)
+            if merged.values.size:
+                yield _summary_batch(i, merged)
+
+    def per_column(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        parts: dict[int, list[sketch.Summary]] = {}
+        for b in batches:
+            for i, v, w in zip(b.column(0).to_pylist(), b.column(1).to_pylist(),
+                               b.column(2).to_pylist()):
+                parts.setdefault(i, []).append(sketch.Summary(np.asarray(v, dtype=np.float64),
+                                                              np.asarray(w, dtype=np.float64)))
+        for i, ss in sorted(parts.items()):
+            yield _summary_batch(i, sketch.merge(ss, size))
+
+    # Partition summaries are merged per column on the executors (a small shuffle keyed by
+    # column), so the driver receives one summary per column whatever the partition count.
+    reducers = max(1, min(len(plans), df.sparkSession.sparkContext.defaultParallelism))
+    merged = (values.mapInArrow(per_partition, _SUMMARY_SCHEMA)
+              .repartition(reducers, "i").mapInArrow(per_column, _SUMMARY_SCHEMA).collect())
+    out: dict[str, dict[float, float]] = {p.name: {} for p in plans}
+    for r in merged:
+        s = sketch.Summary(np.asarray(r["values"], dtype=np.float64),
+                           np.asarray(r["weights"], dtype=np.float64))
+        out[plans[r["i"]].name] = dict(zip(prob_list, sketch.quantiles(s, prob_list).tolist()))
     return out
 
 
@@ -299,8 +338,10 @@ def _encode_arrow(cb: ColumnCodebook, arr: pa.Array) -> pa.Array:
 
 def _decode_arrow(cb: ColumnCodebook, arr: pa.Array) -> pa.Array:
     mask = _null_mask(arr)
-    codes = arr.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
     enc = cb.encoder
+    # Null codes stay null; they are filled with a code every codebook accepts, then masked.
+    fill = Q.CODE_OOV if isinstance(enc, Q.DictionaryEncoder) else Q.CODE_NAN
+    codes = arr.cast(pa.int64()).fill_null(fill).to_numpy(zero_copy_only=False)
     if isinstance(enc, Q.DictionaryEncoder):
         values, missing = Q.decode_dictionary(enc, codes)
         missing = missing if mask is None else (missing | mask)

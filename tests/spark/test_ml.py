@@ -27,7 +27,7 @@ from spark_compress.errors import (  # noqa: E402
     NotFittedError,
     SchemaError,
 )
-from spark_compress.io.codebook import parse_codebook  # noqa: E402
+from spark_compress.io.codebook import Codebook, ColumnCodebook, parse_codebook  # noqa: E402
 from spark_compress.io.config import parse_feature_config  # noqa: E402
 from spark_compress.spark.ml import (  # noqa: E402
     FeatureDequantizer,
@@ -130,7 +130,7 @@ def _core_codes(enc, values: list) -> list:
 
 
 def test_pipeline_codes_equal_numpy_core(df, fitted, encoded):
-    qm, assembler = fitted.stages
+    qm = fitted.stages[0]
     assert isinstance(qm, FeatureQuantizerModel)
     codebook = qm.codebook
     assert [c.name for c in codebook.columns] == ["x", "y", "city", "k"]
@@ -335,3 +335,10 @@ def test_from_config_round_trip():
     fq = FeatureQuantizer.fromConfig(cfg)
     assert (fq.getMethod(), fq.getBits(), fq.getPassthroughCols()) == ("percentile", 4, ["id"])
     assert fq.toConfig() == dataclasses.replace(cfg, source="FeatureQuantizer")
+
+
+def test_dequantizer_null_code_of_empty_vocabulary(spark):
+    codebook = Codebook((ColumnCodebook("s", "string", Q.DictionaryEncoder((), 1000)),))
+    codes = spark.createDataFrame([(None,), (-4,)], "s tinyint")
+    decoded = FeatureDequantizer(codebookJson=codebook.to_json()).transform(codes)
+    assert [r["s"] for r in decoded.collect()] == [None, None]
