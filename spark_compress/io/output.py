@@ -32,6 +32,16 @@ def local_path(path: str, *, what: str) -> Path:
     return Path(path).absolute()
 
 
+def check_output(target: Path, *, overwrite: bool) -> None:
+    """Raise :class:`ConfigError` when ``target`` exists and may not be replaced."""
+    if target.exists() and not overwrite:
+        state = "a finished output" if (target / SUCCESS).exists() else "a directory"
+        raise ConfigError(f"output {target} already exists ({state}); pass --overwrite to "
+                          f"replace it or choose another --output")
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"output {target} exists and is not a directory")
+
+
 class StagedOutput:
     """Stage a job's output directory and commit it atomically.
 
@@ -43,12 +53,7 @@ class StagedOutput:
         self.target = target
         self.overwrite = overwrite
         self.run_id = run_id or uuid.uuid4().hex[:12]
-        if target.exists() and not overwrite:
-            state = "a finished output" if (target / SUCCESS).exists() else "a directory"
-            raise ConfigError(f"output {target} already exists ({state}); pass --overwrite to "
-                              f"replace it or choose another --output")
-        if target.exists() and not target.is_dir():
-            raise ConfigError(f"output {target} exists and is not a directory")
+        check_output(target, overwrite=overwrite)
         target.parent.mkdir(parents=True, exist_ok=True)
         self.staging = target.parent / f".{target.name}.staging-{self.run_id}"
         self.staging.mkdir()
@@ -108,11 +113,28 @@ def parquet_column_bytes(path: Path) -> dict[str, int]:
 
     sizes: dict[str, int] = {}
     for f in data_files(path, ".parquet"):
-        md = pq.ParquetFile(f).metadata
+        pf = pq.ParquetFile(f)
+        md = pf.metadata
+        # Leaf columns map to top-level fields by position (names may contain dots).
+        top = []
+        for field in pf.schema_arrow:
+            top += [field.name] * _leaves(field.type)
         for rg in range(md.num_row_groups):
             group = md.row_group(rg)
             for c in range(group.num_columns):
-                cc = group.column(c)
-                name = cc.path_in_schema.split(".")[0]
-                sizes[name] = sizes.get(name, 0) + cc.total_compressed_size
+                name = top[c]
+                sizes[name] = sizes.get(name, 0) + group.column(c).total_compressed_size
     return sizes
+
+
+def _leaves(t) -> int:
+    """Number of Parquet leaf columns of an Arrow type."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(t):
+        return sum(_leaves(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _leaves(t.value_type)
+    if pa.types.is_map(t):
+        return _leaves(t.key_type) + _leaves(t.item_type)
+    return 1

@@ -1,8 +1,10 @@
 """What every ``spark-submit`` job shares: arguments, session, reading, exit codes, timing logs.
 
 Exit codes: 0 success; 2 bad input or config (a :class:`SparkCompressError`, an unreadable input
-path, a column Spark cannot resolve), with a one-line message on stderr; 1 anything else.
-At the end of a successful run the job prints one JSON summary line on stdout.
+path or file, a column Spark cannot resolve), with a one-line message on stderr; 1 anything else.
+The last line a successful run prints on stdout is one JSON summary. (Under ``spark-submit`` the
+Python driver's stderr is merged into spark-submit's stdout by Spark's PythonRunner, so there the
+messages and logs arrive on stdout too; the summary is still the last line.)
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import uuid
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
-from pyspark.errors import AnalysisException
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
 from spark_compress.errors import ConfigError, SparkCompressError
@@ -25,8 +28,10 @@ from spark_compress.io.output import local_path
 log = logging.getLogger("spark_compress")
 
 INPUT_FORMATS = ("parquet", "csv", "orc", "json")
+# Spark error conditions that mean the input itself is bad (exit 2, not 1).
 BAD_INPUT_CONDITIONS = ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA", "UNRESOLVED_COLUMN",
-                        "EMPTY_DATA_SOURCE")
+                        "EMPTY_DATA_SOURCE", "FAILED_READ_FILE", "CANNOT_READ_FILE_FOOTER",
+                        "MALFORMED_RECORD_IN_PARSING")
 
 
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -61,12 +66,30 @@ def read_input(spark: SparkSession, path: str, fmt: str, options: Sequence[str])
             raise ConfigError(f"--input-option {kv!r} must look like KEY=VALUE")
         k, v = kv.split("=", 1)
         opts[k] = v
-    if "://" not in path or path.startswith("file:"):
-        p = local_path(path, what="--input")
-        if not p.exists():
-            raise ConfigError(f"--input {path}: no such file or directory")
-        path = p.as_uri()
-    return spark.read.format(fmt).options(**opts).load(path)
+    p = local_path(path, what="--input")
+    if not p.exists():
+        raise ConfigError(f"--input {path}: no such file or directory")
+    return spark.read.format(fmt).options(**opts).load(p.as_uri())
+
+
+def _bad_input_message(e: Exception) -> str | None:
+    """One line describing ``e`` when its Spark error condition means bad input, else None."""
+    text = str(e)
+    condition = (e.getCondition() or "") if isinstance(e, PySparkException) else ""
+    if not condition.startswith(BAD_INPUT_CONDITIONS):
+        # Errors raised inside tasks reach Python as a bare Py4JJavaError: find the condition
+        # in the JVM exception's text.
+        lines = [ln for ln in text.splitlines()
+                 if any(f"[{c}" in ln for c in BAD_INPUT_CONDITIONS)]
+        if not lines:
+            return None
+        text = lines[0].split("] ", 1)[-1] if "] " in lines[0] else lines[0]
+    first = text.strip().splitlines()[0]
+    # A JVM cause (e.g. a missing codec) says more than the generic first line.
+    if "ClassNotFoundException: " in str(e):
+        cause = str(e).split("ClassNotFoundException: ", 1)[1].splitlines()[0]
+        first += f" (missing class {cause}: re-write the input with a codec Spark reads, e.g. zstd)"
+    return first
 
 
 @contextmanager
@@ -89,7 +112,7 @@ def run_job(job: str, parser: argparse.ArgumentParser,
     the session, run ``body`` and map errors to exit codes. A session that was already active
     (an embedding application, a test) is reused and left running."""
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+    logging.basicConfig(level="WARNING", stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("spark_compress").setLevel(args.log_level)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
@@ -102,11 +125,10 @@ def run_job(job: str, parser: argparse.ArgumentParser,
     except SparkCompressError as e:
         print(f"{job}: error: {e}", file=sys.stderr)
         return 2
-    except AnalysisException as e:
-        condition = e.getCondition() or ""
-        if condition.startswith(BAD_INPUT_CONDITIONS):
-            first = str(e).strip().splitlines()[0]
-            print(f"{job}: error: {first}", file=sys.stderr)
+    except (PySparkException, Py4JJavaError) as e:
+        message = _bad_input_message(e)
+        if message is not None:
+            print(f"{job}: error: cannot read the input: {message}", file=sys.stderr)
             return 2
         log.exception("%s failed", job)
         return 1

@@ -57,7 +57,7 @@ method = "percentile"
 clip = 0.001
 bits = 8
 """
-# fit_codebook's default approxQuantile relative error is at most 1e-3 (smaller for fine bins).
+# fit_codebook's default quantile rank error is at most 1e-3 (smaller for fine bins or clips).
 MAX_RELATIVE_ERROR = 1e-3
 ARROW_CODE_TYPES = {"tinyint": pa.int8(), "smallint": pa.int16(), "int": pa.int32()}
 
