@@ -141,34 +141,49 @@ def fit_codebook(df: DataFrame, plan: FeaturePlan, *, relative_error: float | No
                  ) -> tuple[Codebook, int]:
     """Fit every column of ``plan`` on ``df``; return the codebook and the row count.
 
-    Passes over the data: one ``agg`` (row count, per-column null/NaN/inf counts, finite min/max),
+    Passes over the data: one ``agg`` (row count, per-column null counts and min/max), a second
+    ``agg`` over only the columns that hold NaN or infinities (their counts, finite min/max),
     one ``mapInArrow`` quantile summary of all percentile/quantile columns, one grouped count
     for the dictionary columns. Only these aggregates reach the driver.
     """
     numeric = [p for p in plan.encode if p.method != "dictionary"]
+    # Pass 1, cheap: counts and plain min/max. Spark orders NaN above +inf, so a column holds
+    # NaN or infinities exactly when its max is NaN/+inf or its min is -inf.
     exprs = [F.count(F.lit(1)).alias("__rows")]
     for i, p in enumerate(plan.encode):
-        c = col(p.name)
-        exprs.append(F.count(c).alias(f"n{i}"))
+        exprs.append(F.count(col(p.name)).alias(f"n{i}"))
         if p.method != "dictionary":
-            x = c.cast("double")
-            exprs += [
-                F.sum(F.when(F.isnan(x), 1).otherwise(0)).alias(f"nan{i}"),
-                F.sum(F.when(x == F.lit(math.inf), 1).otherwise(0)).alias(f"pinf{i}"),
-                F.sum(F.when(x == F.lit(-math.inf), 1).otherwise(0)).alias(f"ninf{i}"),
-                F.min(F.when(_finite(x), x)).alias(f"min{i}"),
-                F.max(F.when(_finite(x), x)).alias(f"max{i}"),
-            ]
+            x = col(p.name).cast("double")
+            exprs += [F.min(x).alias(f"min{i}"), F.max(x).alias(f"max{i}")]
     row = df.agg(*exprs).collect()[0].asDict()
     rows = int(row["__rows"])
     stats = {}
+    special = []
     for i, p in enumerate(plan.encode):
         s = {"count": rows, "null_count": rows - int(row[f"n{i}"])}
         if p.method != "dictionary":
-            s.update(nan_count=int(row[f"nan{i}"] or 0), posinf_count=int(row[f"pinf{i}"] or 0),
-                     neginf_count=int(row[f"ninf{i}"] or 0), min=row[f"min{i}"],
-                     max=row[f"max{i}"])
+            lo, hi = row[f"min{i}"], row[f"max{i}"]
+            s.update(nan_count=0, posinf_count=0, neginf_count=0, min=lo, max=hi)
+            if lo is not None and not (math.isfinite(lo) and math.isfinite(hi)):
+                special.append((i, p))
         stats[p.name] = s
+    # Pass 2, only for the columns with NaN or infinities: count them, range of finite values.
+    if special:
+        exprs = []
+        for i, p in special:
+            x = col(p.name).cast("double")
+            exprs += [
+                F.count_if(F.isnan(x)).alias(f"nan{i}"),
+                F.count_if(x == F.lit(math.inf)).alias(f"pinf{i}"),
+                F.count_if(x == F.lit(-math.inf)).alias(f"ninf{i}"),
+                F.min(F.when(_finite(x), x)).alias(f"min{i}"),
+                F.max(F.when(_finite(x), x)).alias(f"max{i}"),
+            ]
+        row = df.agg(*exprs).collect()[0].asDict()
+        for i, p in special:
+            stats[p.name].update(nan_count=int(row[f"nan{i}"]), posinf_count=int(row[f"pinf{i}"]),
+                                 neginf_count=int(row[f"ninf{i}"]), min=row[f"min{i}"],
+                                 max=row[f"max{i}"])
 
     quantiles = _fit_quantiles(df, [p for p in numeric if p.method in ("percentile", "quantile")],
                                relative_error)
@@ -298,11 +313,13 @@ def _affine_code(c: Column, q: Q.AffineQuantizer, code_type: str) -> Column:
     x = c.cast("double")
     t = F.least(F.greatest(F.rint(x / F.lit(q.scale) + F.lit(q.zero_point)), F.lit(0.0)),
                 F.lit(float(q.qmax)))
-    return (F.when(x.isNull(), F.lit(None))
-            .when(F.isnan(x), F.lit(Q.CODE_NAN))
-            .when(x == F.lit(math.inf), F.lit(Q.CODE_POSINF))
-            .when(x == F.lit(-math.inf), F.lit(Q.CODE_NEGINF))
-            .otherwise(t).cast(code_type))
+    # Finite values take the first branch (one comparison: NaN compares above +inf and null
+    # compares as null). No otherwise: a null input stays null.
+    return (F.when(F.abs(x) < F.lit(math.inf), t)
+            .when(F.isnan(x), F.lit(float(Q.CODE_NAN)))
+            .when(x > F.lit(0.0), F.lit(float(Q.CODE_POSINF)))
+            .when(x < F.lit(0.0), F.lit(float(Q.CODE_NEGINF)))
+            .cast(code_type))
 
 
 def _arrow_int_type(code_type: str) -> pa.DataType:
