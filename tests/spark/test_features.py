@@ -261,3 +261,22 @@ def test_sub_byte_codes_cost_about_bits_over_8_bytes(spark, tmp_path, bits):
     for j in range(ncols):
         # Uniform random codes are incompressible: the floor is exactly bits/8 bytes per value.
         assert sizes[f"c{j}"] <= n * bits / 8 * 1.05 + 2048, sizes
+
+
+def test_wide_input_fits_in_chunked_passes(spark):
+    """150 columns need several agg passes (AGG_CHUNK); every column's stats stay right."""
+    ncols = 150
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(40, ncols))
+    data[3, 7] = math.nan
+    data[4, 140] = math.inf
+    rows = [tuple(float(v) for v in r) for r in data]
+    df = spark.createDataFrame(rows, ", ".join(f"c{j} double" for j in range(ncols)))
+    cfg = parse_feature_config({"defaults": {"bits": 4}})
+    cb, n = FT.fit_codebook(df, FT.plan_features(df.schema, cfg))
+    assert n == 40 and len(cb.columns) == ncols > FT.AGG_CHUNK / 3
+    for j in (0, 7, 99, 140, 149):
+        x = data[:, j]
+        fit = cb.column(f"c{j}").fit
+        assert (fit["min"], fit["max"]) == (x[np.isfinite(x)].min(), x[np.isfinite(x)].max())
+        assert (fit["nan_count"], fit["posinf_count"]) == (int(j == 7), int(j == 140))
