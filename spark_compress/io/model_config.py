@@ -1,0 +1,124 @@
+"""The model-compression job's TOML config: ``[plan]``, ``[layers.N]``, ``[eval]``.
+
+Unknown sections and keys are errors that name the file and the key; plan values are checked by
+:func:`spark_compress.core.compress.check_plan`, so the messages are the same as the library's.
+
+    [plan]                 # every layer, unless overridden
+    prune = 0.8            # fraction of weights removed by magnitude (0 = none)
+    structured = false     # true: remove whole neurons instead
+    quantize = "int8"      # none | int8 | int4 | kmeans
+    kmeans_bits = 4        # with quantize = "kmeans"
+    rank = 0               # > 0: low-rank factorization to this rank
+    global_prune = false   # one magnitude threshold across layers
+    seed = 0
+    bias_correction = 0    # > 0: calibration rows for bias correction
+    [layers.0]             # per-layer override, by index
+    prune = 0.5
+    [eval]
+    label = "label"
+    features = ["f0", "f1"]   # or one array column name
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from spark_compress.core.compress import LayerPlan, Plan, check_plan
+from spark_compress.errors import ConfigError
+from spark_compress.io.config import _table, _validated, tomllib
+
+
+def _any(v: Any, where: str) -> Any:
+    return v
+
+
+def _nonneg_int(v: Any, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ConfigError(f"{where}: must be an integer >= 0. Got {v!r}.")
+    return v
+
+
+def _bool(v: Any, where: str) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{where}: must be true or false. Got {v!r}.")
+    return v
+
+
+def _features(v: Any, where: str) -> tuple[str, ...] | str:
+    if isinstance(v, str) and v:
+        return v
+    if isinstance(v, list) and v and all(isinstance(x, str) and x for x in v):
+        if len(set(v)) != len(v):
+            raise ConfigError(f"{where}: a feature is listed twice.")
+        return tuple(v)
+    raise ConfigError(f"{where}: must be a list of column names or one array column name. "
+                      f"Got {v!r}.")
+
+
+def _label(v: Any, where: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f"{where}: must be a column name. Got {v!r}.")
+    return v
+
+
+_LAYER_KEYS = {"prune": _any, "structured": _any, "quantize": _any, "kmeans_bits": _any,
+               "rank": _any}
+_PLAN_KEYS = dict(_LAYER_KEYS, global_prune=_bool, seed=_nonneg_int, bias_correction=_nonneg_int)
+_EVAL_KEYS = {"label": _label, "features": _features}
+_SECTIONS = ("plan", "layers", "eval")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    label: str | None = None
+    features: tuple[str, ...] | str | None = None
+
+
+@dataclass(frozen=True)
+class ModelJobConfig:
+    plan: Plan
+    bias_correction_rows: int = 0
+    eval: EvalConfig = EvalConfig()
+    source: str = "<config>"
+
+
+def parse_model_config(doc: Mapping, *, source: str = "<config>") -> ModelJobConfig:
+    """Validate a parsed TOML document; ``source`` prefixes every message."""
+    for k in doc:
+        if k not in _SECTIONS:
+            raise ConfigError(f"{source}: unknown section or key '{k}'; allowed: "
+                              f"{', '.join(_SECTIONS)}.")
+    plan_doc = _validated(_table(doc, "plan", source), _PLAN_KEYS, "[plan]", source)
+    layer_fields = {k: plan_doc[k] for k in _LAYER_KEYS if k in plan_doc}
+    default = LayerPlan(**layer_fields)
+    check_plan(default, where=f"{source}: [plan]")
+    layers: dict[int, LayerPlan] = {}
+    for key, table in _table(doc, "layers", source).items():
+        if not (isinstance(key, str) and key.isdigit()):
+            raise ConfigError(f"{source}: [layers.{key}]: layers are named by index, e.g. "
+                              f"[layers.0].")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [layers.{key}] must be a table.")
+        over = _validated(table, _LAYER_KEYS, f"[layers.{key}]", source)
+        lp = replace(default, **over)
+        check_plan(lp, where=f"{source}: [layers.{key}]")
+        layers[int(key)] = lp
+    ev = _validated(_table(doc, "eval", source), _EVAL_KEYS, "[eval]", source)
+    plan = Plan(default=default, layers=layers, global_prune=plan_doc.get("global_prune", False),
+                seed=plan_doc.get("seed", 0))
+    return ModelJobConfig(plan, plan_doc.get("bias_correction", 0),
+                          EvalConfig(ev.get("label"), ev.get("features")), source)
+
+
+def load_model_config(path: str | Path) -> ModelJobConfig:
+    """Read and validate a model-compression TOML file."""
+    p = Path(path)
+    try:
+        doc = tomllib.loads(p.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from e
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from e
+    return parse_model_config(doc, source=str(p))
