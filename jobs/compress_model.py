@@ -1,0 +1,106 @@
+"""Compress a trained model (prune, quantize, share, factorize) and evaluate it against the
+original on held-out data, distributed.
+
+    spark-submit jobs/compress_model.py --model PATH [--model-type mllib|sklearn-skops|weights] \
+        --config conf/X.toml --eval-data PATH [--eval-format parquet|csv|orc|json] \
+        [--calibration-data PATH] --output OUT [--overwrite]
+
+Writes ``OUT/model.safetensors`` (one safe, self-describing file; signed with HMAC-SHA256 when
+``SPARK_COMPRESS_HMAC_KEY`` is set), ``OUT/report.json`` and ``OUT/_SUCCESS``, atomically.
+Exit codes: 0 ok, 2 bad input or config, 1 failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout
+
+from spark_compress.core import compress as C  # noqa: E402
+from spark_compress.errors import ConfigError  # noqa: E402
+from spark_compress.io import model_file as MF  # noqa: E402
+from spark_compress.io import output as O  # noqa: E402
+from spark_compress.io.importers import import_model  # noqa: E402
+from spark_compress.io.model_config import load_model_config  # noqa: E402
+from spark_compress.spark import jobkit  # noqa: E402
+from spark_compress.spark.evaluate import evaluate_models  # noqa: E402
+from spark_compress.spark.modeljob import calibration_matrix, model_report  # noqa: E402
+
+JOB = "compress_model"
+
+
+def prepare(args):
+    """Config, model import and output checks: all before Spark starts."""
+    config = load_model_config(args.config)
+    O.check_output(O.local_path(args.output, what="--output"), overwrite=args.overwrite)
+    model_path = O.local_path(args.model, what="--model")
+    if not model_path.exists():
+        raise ConfigError(f"--model {args.model}: no such file or directory")
+    model = import_model(model_path, args.model_type)
+    features = config.eval.features or (model.input_names or None)
+    if features is None:
+        raise ConfigError(f"{config.source}: [eval] features is required: the model does not "
+                          f"name its input columns")
+    if not isinstance(features, str) and len(features) != model.n_features:
+        raise ConfigError(f"{config.source}: [eval] features lists {len(features)} column(s) "
+                          f"but the model takes {model.n_features} inputs")
+    if not model.input_names and not isinstance(features, str):
+        # The file records the columns it scores (issue #4 reads them back).
+        model = dataclasses.replace(model, input_names=tuple(features))
+    if config.eval.label is None:
+        raise ConfigError(f"{config.source}: [eval] label is required (the label column)")
+    return config, model, features, model_path
+
+
+def run(args, spark, run_id, ctx) -> dict:
+    config, model, features, model_path = ctx
+    out = O.StagedOutput(O.local_path(args.output, what="--output"), overwrite=args.overwrite,
+                         run_id=run_id)
+    try:
+        with jobkit.phase("compress", layers=len(model.layers)):
+            cm = C.compress(model, config.plan)
+        if config.bias_correction_rows:
+            if not args.calibration_data:
+                raise ConfigError(f"{config.source}: [plan] bias_correction needs "
+                                  f"--calibration-data (rows from the training data)")
+            with jobkit.phase("bias-correction", rows=config.bias_correction_rows):
+                calib = jobkit.read_input(spark, args.calibration_data, args.eval_format, [])
+                x = calibration_matrix(calib, features, config.bias_correction_rows)
+                cm = C.bias_correction(model, cm, x)
+        data = MF.model_to_bytes(cm, plan=config.plan, hmac_key=MF.hmac_key_from_env(),
+                                 source={"path": str(model_path), "type": args.model_type})
+        (out.staging / "model.safetensors").write_bytes(data)
+        with jobkit.phase("evaluate", input=args.eval_data) as info:
+            df = jobkit.read_input(spark, args.eval_data, args.eval_format, args.input_option)
+            metrics = evaluate_models(df, {"original": model, "compressed": C.decompress(cm)},
+                                      features=features, label=config.eval.label)
+            info["rows"] = metrics["original"].get("count")
+        report = model_report(model, cm, data, metrics)
+        report.update(job=JOB, run_id=run_id, model=args.model, config=args.config,
+                      eval_data=args.eval_data, output=args.output)
+        out.write_json("report.json", report)
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    return {k: report[k] for k in ("original_bytes", "compressed_bytes", "compression_ratio")
+            } | {"output": args.output}
+
+
+def main(argv=None) -> int:
+    parser = jobkit.base_parser(JOB, __doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="model directory or file")
+    parser.add_argument("--model-type", choices=["mllib", "sklearn-skops", "weights"],
+                        help="detected from the path when left out")
+    parser.add_argument("--config", required=True, help="TOML config, see conf/")
+    parser.add_argument("--eval-data", required=True, help="held-out data with the label")
+    parser.add_argument("--eval-format", default="parquet", choices=jobkit.INPUT_FORMATS)
+    parser.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--calibration-data", help="training rows for [plan] bias_correction")
+    return jobkit.run_job(JOB, parser, run, argv, prepare=prepare)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

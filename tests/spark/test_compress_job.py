@@ -1,0 +1,121 @@
+"""jobs/compress_model.py in-process on a real dataset (scikit-learn's bundled breast-cancer
+table): import a skops model, compress it, evaluate both models on Spark, write atomically."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.spark
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _main(capsys, argv):
+    spec = importlib.util.spec_from_file_location("job_compress_model",
+                                                  REPO / "jobs" / "compress_model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rc = mod.main([str(a) for a in argv])
+    return rc, capsys.readouterr()
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.preprocessing import StandardScaler
+    import skops.io
+
+    d = load_breast_cancer()
+    x = StandardScaler().fit_transform(d.data).astype(np.float32)
+    names = [f"f{j}" for j in range(x.shape[1])]
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(x))
+    train, test = idx[:400], idx[400:]
+    est = MLPClassifier(hidden_layer_sizes=(32,), max_iter=300, random_state=0)
+    est.fit(x[train], d.target[train])
+    root = tmp_path_factory.mktemp("compress")
+    skops.io.dump(est, root / "mlp.skops")
+    pdf = pd.DataFrame(x[test], columns=names)
+    pdf["label"] = d.target[test].astype(np.int32)
+    pdf.to_parquet(root / "eval.parquet", index=False)
+    pd.DataFrame(x[train], columns=names).to_parquet(root / "train.parquet", index=False)
+    feats = ", ".join(f'"{n}"' for n in names)
+    (root / "plan.toml").write_text(
+        f'[plan]\nprune = 0.5\nquantize = "int8"\nbias_correction = 100\n'
+        f'[eval]\nlabel = "label"\nfeatures = [{feats}]\n')
+    return root, est, x[test], d.target[test]
+
+
+def test_compress_job_writes_model_and_report(spark, capsys, fitted):
+    from spark_compress.core import compress as C
+    from spark_compress.core.model import forward, predict
+    from spark_compress.io.model_file import load_model
+
+    root, est, x_test, y_test = fitted
+    out = root / "out"
+    rc, cap = _main(capsys, ["--model", root / "mlp.skops", "--config", root / "plan.toml",
+                             "--eval-data", root / "eval.parquet", "--calibration-data",
+                             root / "train.parquet", "--output", out])
+    assert rc == 0, cap.err
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "model.safetensors",
+                                                     "report.json"]
+    report = json.loads((out / "report.json").read_text())
+    n_params = sum(w.size for w in est.coefs_) + sum(b.size for b in est.intercepts_)
+    assert report["original_bytes"] == 4 * n_params
+    assert report["compressed_bytes"] == (out / "model.safetensors").stat().st_size
+    assert report["compression_ratio"] == pytest.approx(4 * n_params / report["compressed_bytes"],
+                                                        rel=1e-3)
+    assert [lay["sparsity"] for lay in report["layers"]] == pytest.approx([0.5, 0.5], abs=0.01)
+    cm, spec = load_model(out / "model.safetensors")
+    assert spec["input_names"] == [f"f{j}" for j in range(30)]
+    model = C.decompress(cm)
+    probs = forward(model, x_test)
+    acc = float((predict(model, probs) == y_test).mean())
+    m = report["metrics"]
+    assert m["compressed"]["count"] == m["original"]["count"] == len(y_test)
+    assert m["compressed"]["accuracy"] == pytest.approx(acc, abs=1e-9)
+    assert m["original"]["accuracy"] == pytest.approx(est.score(x_test, y_test), abs=1e-9)
+    assert 0.9 <= m["compressed"]["agreement"] <= 1.0
+    assert m["compressed"]["accuracy"] >= m["original"]["accuracy"] - 0.03
+    assert json.loads(cap.out.strip().splitlines()[-1])["status"] == "ok"
+
+
+def test_compress_job_is_deterministic(spark, capsys, fitted):
+    root = fitted[0]
+    outs = []
+    for name in ("a", "b"):
+        rc, cap = _main(capsys, ["--model", root / "mlp.skops", "--config", root / "plan.toml",
+                                 "--eval-data", root / "eval.parquet", "--calibration-data",
+                                 root / "train.parquet", "--output", root / name])
+        assert rc == 0, cap.err
+        outs.append((root / name / "model.safetensors").read_bytes())
+    assert outs[0] == outs[1]
+
+
+_NAMES = ", ".join(f'"f{j}"' for j in range(29))
+
+
+@pytest.mark.parametrize("edit,match", [
+    ('[plan]\nprune = 1.5\n[eval]\nlabel = "label"\nfeatures = ["f0"]\n', r"'prune'.*\[0, 1\]"),
+    ('[plan]\nquantize = "int8"\n[eval]\nlabel = "label"\nfeatures = ["f0"]\n',
+     r"features lists 1 column\(s\) but the model takes 30 inputs"),
+    ('[plan]\nquantize = "int8"\n[eval]\nlabel = "label"\nfeatures = [' + _NAMES + ', "nope"]\n',
+     r"'nope'"),
+])
+def test_compress_job_bad_input_exits_2(spark, capsys, fitted, tmp_path, edit, match):
+    root = fitted[0]
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(edit)
+    rc, cap = _main(capsys, ["--model", root / "mlp.skops", "--config", cfg,
+                             "--eval-data", root / "eval.parquet", "--output", tmp_path / "o"])
+    assert rc == 2
+    assert len(cap.err.strip().splitlines()) == 1
+    assert __import__("re").search(match, cap.err)
+    assert not (tmp_path / "o").exists()
