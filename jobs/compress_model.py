@@ -3,7 +3,7 @@ original on held-out data, distributed.
 
     spark-submit jobs/compress_model.py --model PATH [--model-type mllib|sklearn-skops|weights] \
         --config conf/X.toml --eval-data PATH [--eval-format parquet|csv|orc|json] \
-        [--calibration-data PATH] --output OUT [--overwrite]
+        [--train-data PATH] --output OUT [--overwrite]
 
 Writes ``OUT/model.safetensors`` (one safe, self-describing file; signed with HMAC-SHA256 when
 ``SPARK_COMPRESS_HMAC_KEY`` is set), ``OUT/report.json`` and ``OUT/_SUCCESS``, atomically.
@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout
 
 from spark_compress.core import compress as C  # noqa: E402
+from spark_compress.core.finetune import prune_finetune_compress  # noqa: E402
 from spark_compress.errors import ConfigError  # noqa: E402
 from spark_compress.io import model_file as MF  # noqa: E402
 from spark_compress.io import output as O  # noqa: E402
@@ -59,8 +60,21 @@ def run(args, spark, run_id, ctx) -> dict:
     out = O.StagedOutput(O.local_path(args.output, what="--output"), overwrite=args.overwrite,
                          run_id=run_id)
     try:
-        with jobkit.phase("compress", layers=len(model.layers)):
-            cm = C.compress(model, config.plan)
+        if config.finetune_epochs:
+            if not args.calibration_data:
+                raise ConfigError(f"{config.source}: [plan] finetune_epochs needs --train-data "
+                                  f"(labelled training rows)")
+            with jobkit.phase("prune+finetune+compress", epochs=config.finetune_epochs) as info:
+                train = jobkit.read_input(spark, args.calibration_data, args.eval_format, [])
+                x, y = calibration_matrix(train, features, config.finetune_rows,
+                                          label=config.eval.label)
+                info["rows"] = len(y)
+                cm = prune_finetune_compress(model, config.plan, x, y,
+                                             epochs=config.finetune_epochs,
+                                             seed=config.plan.seed)
+        else:
+            with jobkit.phase("compress", layers=len(model.layers)):
+                cm = C.compress(model, config.plan)
         if config.bias_correction_rows:
             if not args.calibration_data:
                 raise ConfigError(f"{config.source}: [plan] bias_correction needs "
@@ -98,7 +112,9 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-data", required=True, help="held-out data with the label")
     parser.add_argument("--eval-format", default="parquet", choices=jobkit.INPUT_FORMATS)
     parser.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--calibration-data", help="training rows for [plan] bias_correction")
+    parser.add_argument("--train-data", "--calibration-data", dest="calibration_data",
+                        help="labelled training rows for [plan] finetune_epochs and "
+                             "bias_correction")
     return jobkit.run_job(JOB, parser, run, argv, prepare=prepare)
 
 

@@ -12,6 +12,8 @@ Unknown sections and keys are errors that name the file and the key; plan values
     global_prune = false   # one magnitude threshold across layers
     seed = 0
     bias_correction = 0    # > 0: calibration rows for bias correction
+    finetune_epochs = 0    # > 0: fine-tune the surviving weights (masks fixed) before quantizing
+    finetune_rows = 50000  # training rows collected to the driver for fine-tuning
     [layers.0]             # per-layer override, by index
     prune = 0.5
     [eval]
@@ -65,7 +67,8 @@ def _label(v: Any, where: str) -> str:
 
 _LAYER_KEYS = {"prune": _any, "structured": _any, "quantize": _any, "kmeans_bits": _any,
                "rank": _any}
-_PLAN_KEYS = dict(_LAYER_KEYS, global_prune=_bool, seed=_nonneg_int, bias_correction=_nonneg_int)
+_PLAN_KEYS = dict(_LAYER_KEYS, global_prune=_bool, seed=_nonneg_int, bias_correction=_nonneg_int,
+                  finetune_epochs=_nonneg_int, finetune_rows=_nonneg_int)
 _EVAL_KEYS = {"label": _label, "features": _features}
 _SECTIONS = ("plan", "layers", "eval")
 
@@ -81,6 +84,8 @@ class ModelJobConfig:
     plan: Plan
     bias_correction_rows: int = 0
     eval: EvalConfig = EvalConfig()
+    finetune_epochs: int = 0
+    finetune_rows: int = 50000
     source: str = "<config>"
 
 
@@ -108,8 +113,10 @@ def parse_model_config(doc: Mapping, *, source: str = "<config>") -> ModelJobCon
     ev = _validated(_table(doc, "eval", source), _EVAL_KEYS, "[eval]", source)
     plan = Plan(default=default, layers=layers, global_prune=plan_doc.get("global_prune", False),
                 seed=plan_doc.get("seed", 0))
-    return ModelJobConfig(plan, plan_doc.get("bias_correction", 0),
-                          EvalConfig(ev.get("label"), ev.get("features")), source)
+    return ModelJobConfig(plan=plan, bias_correction_rows=plan_doc.get("bias_correction", 0),
+                          eval=EvalConfig(ev.get("label"), ev.get("features")), source=source,
+                          finetune_epochs=plan_doc.get("finetune_epochs", 0),
+                          finetune_rows=plan_doc.get("finetune_rows", 50000))
 
 
 def load_model_config(path: str | Path) -> ModelJobConfig:

@@ -14,13 +14,16 @@ from spark_compress.io.model_file import size_report
 from spark_compress.spark.features import col
 
 
-def calibration_matrix(df: DataFrame, features: Sequence[str] | str, rows: int) -> np.ndarray:
-    """The first ``rows`` rows of ``features`` as a float32 matrix (for bias correction).
+def calibration_matrix(df: DataFrame, features: Sequence[str] | str, rows: int,
+                       label: str | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The first ``rows`` rows of ``features`` as a float32 matrix (for bias correction), and
+    with ``label`` also the labels (for fine-tuning).
 
     ``features`` is a list of numeric columns or one array column. Only these rows reach the
     driver."""
     names = [features] if isinstance(features, str) else list(features)
-    table = df.select(*[col(n) for n in names]).limit(rows).toArrow()
+    extra = [label] if label is not None else []
+    table = df.select(*[col(n) for n in names + extra]).limit(rows).toArrow()
     if table.num_rows == 0:
         raise DataError("calibration data has no rows")
     if isinstance(features, str):
@@ -30,7 +33,12 @@ def calibration_matrix(df: DataFrame, features: Sequence[str] | str, rows: int) 
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
         raise DataError("calibration data has null, NaN or infinite features")
-    return x
+    if label is None:
+        return x
+    y = table.column(label).to_numpy(zero_copy_only=False)
+    if not np.isfinite(y.astype(np.float64)).all():
+        raise DataError(f"training data has null or NaN labels in column '{label}'")
+    return x, y
 
 
 def float32_bytes(model: Model) -> int:

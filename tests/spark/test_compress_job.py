@@ -45,7 +45,9 @@ def fitted(tmp_path_factory):
     pdf = pd.DataFrame(x[test], columns=names)
     pdf["label"] = d.target[test].astype(np.int32)
     pdf.to_parquet(root / "eval.parquet", index=False)
-    pd.DataFrame(x[train], columns=names).to_parquet(root / "train.parquet", index=False)
+    tdf = pd.DataFrame(x[train], columns=names)
+    tdf["label"] = d.target[train].astype(np.int32)
+    tdf.to_parquet(root / "train.parquet", index=False)
     feats = ", ".join(f'"{n}"' for n in names)
     (root / "plan.toml").write_text(
         f'[plan]\nprune = 0.5\nquantize = "int8"\nbias_correction = 100\n'
@@ -119,3 +121,30 @@ def test_compress_job_bad_input_exits_2(spark, capsys, fitted, tmp_path, edit, m
     assert len(cap.err.strip().splitlines()) == 1
     assert __import__("re").search(match, cap.err)
     assert not (tmp_path / "o").exists()
+
+
+def test_compress_job_finetunes_with_fixed_masks(spark, capsys, fitted, tmp_path):
+    from spark_compress.core import compress as C
+    from spark_compress.io.model_file import load_model
+
+    root = fitted[0]
+    feats = ", ".join(f'"f{j}"' for j in range(30))
+    cfg = tmp_path / "ft.toml"
+    cfg.write_text(f'[plan]\nprune = 0.8\nquantize = "int8"\nfinetune_epochs = 3\n'
+                   f'[eval]\nlabel = "label"\nfeatures = [{feats}]\n')
+    rc, cap = _main(capsys, ["--model", root / "mlp.skops", "--config", cfg,
+                             "--eval-data", root / "eval.parquet", "--train-data",
+                             root / "train.parquet", "--output", tmp_path / "o"])
+    assert rc == 0, cap.err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    # At least the pruned 80 % are zero; int8 may round a few tiny survivors to 0 as well
+    # (one of the 64 output weights here).
+    sp = [lay["sparsity"] for lay in report["layers"]]
+    assert all(0.795 <= v <= 0.83 for v in sp), sp
+    cm, _ = load_model(tmp_path / "o" / "model.safetensors")
+    assert list(C.sparsity(cm).values()) == sp
+    m = report["metrics"]
+    assert m["compressed"]["accuracy"] >= m["original"]["accuracy"] - 0.05
+    rc, cap = _main(capsys, ["--model", root / "mlp.skops", "--config", cfg,
+                             "--eval-data", root / "eval.parquet", "--output", tmp_path / "p"])
+    assert rc == 2 and "finetune_epochs needs --train-data" in cap.err

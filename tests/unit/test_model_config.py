@@ -34,14 +34,17 @@ def test_issue_example(tmp_path):
     assert cfg.plan.for_layer(1) == cfg.plan.default
     assert (cfg.eval.label, cfg.eval.features) == ("label", ("f0", "f1"))
     assert cfg.bias_correction_rows == 0 and cfg.plan.seed == 0
+    assert (cfg.finetune_epochs, cfg.finetune_rows, cfg.source) == (0, 50000, str(p))
 
 
 def test_array_features_and_extras():
     cfg = parse_model_config({"plan": {"quantize": "kmeans", "kmeans_bits": 2, "seed": 3,
-                                       "global_prune": True, "bias_correction": 2000},
+                                       "global_prune": True, "bias_correction": 2000,
+                                       "finetune_epochs": 3, "finetune_rows": 1000},
                               "eval": {"label": "y", "features": "pixels"}})
     assert cfg.eval.features == "pixels"
     assert (cfg.plan.seed, cfg.plan.global_prune, cfg.bias_correction_rows) == (3, True, 2000)
+    assert (cfg.finetune_epochs, cfg.finetune_rows) == (3, 1000)
 
 
 @pytest.mark.parametrize("doc,match", [
