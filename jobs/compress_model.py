@@ -7,7 +7,9 @@ original on held-out data, distributed.
 
 Writes ``OUT/model.safetensors`` (one safe, self-describing file; signed with HMAC-SHA256 when
 ``SPARK_COMPRESS_HMAC_KEY`` is set), ``OUT/report.json`` and ``OUT/_SUCCESS``, atomically.
-Exit codes: 0 ok, 2 bad input or config, 1 failure.
+Exit codes: 0 ok, 2 bad input or config, 1 failure. A rerun with the same model, data, config
+and arguments over a finished output is skipped (``"status": "skipped"``; see
+``spark_compress.spark.jobkit``).
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ def run(args, spark, run_id, ctx) -> dict:
             info["rows"] = metrics["original"].get("count")
         report = model_report(model, cm, data, metrics)
         report.update(job=JOB, run_id=run_id, model=args.model, config=args.config,
-                      eval_data=args.eval_data, output=args.output)
+                      eval_data=args.eval_data, output=args.output,
+                      input_fingerprint=args.input_fingerprint)
         out.write_json("report.json", report)
         out.commit()
     except BaseException:
@@ -103,7 +106,24 @@ def run(args, spark, run_id, ctx) -> dict:
             } | {"output": args.output}
 
 
-def main(argv=None) -> int:
+def _fingerprint_extra(args) -> dict:
+    """What else decides the output file: a weights file's sibling layer spec (read by the
+    importer when present) and the signing key."""
+    model = O.local_path(args.model, what="--model")
+    specs = {}
+    for suffix in (".json", ".toml"):
+        spec = model.with_suffix(suffix)
+        if model.is_file() and spec != model and spec.is_file():
+            specs[spec.name] = O.file_sha256(spec)
+    return {"weights_spec": specs, "hmac_key_id": jobkit.hmac_key_id(MF.hmac_key_from_env())}
+
+
+FINGERPRINT = jobkit.Fingerprint(inputs=("model", "eval_data", "calibration_data"),
+                                 configs=("config",), extra=_fingerprint_extra)
+
+
+def build_parser():
+    """The job's argument parser (no Spark needed: tests and schedulers check flags with it)."""
     parser = jobkit.base_parser(JOB, __doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model directory or file")
     parser.add_argument("--model-type", choices=["mllib", "sklearn-skops", "weights"],
@@ -115,7 +135,12 @@ def main(argv=None) -> int:
     parser.add_argument("--train-data", "--calibration-data", dest="calibration_data",
                         help="labelled training rows for [plan] finetune_epochs and "
                              "bias_correction")
-    return jobkit.run_job(JOB, parser, run, argv, prepare=prepare)
+    return parser
+
+
+def main(argv=None) -> int:
+    return jobkit.run_job(JOB, build_parser(), run, argv, prepare=prepare,
+                          fingerprint=FINGERPRINT)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
 ``--input`` is a finished ``quantize_features`` output (``data/``, ``codebook.json``,
 ``_SUCCESS``). Writes ``PATH/data/`` (Parquet), ``PATH/report.json`` and ``PATH/_SUCCESS``
-atomically. Exit codes: 0 ok, 2 bad input, 1 failure.
+atomically. Exit codes: 0 ok, 2 bad input, 1 failure. A rerun with the same input over a finished
+output is skipped (``"status": "skipped"``; see ``spark_compress.spark.jobkit``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def run(args, spark, run_id, ctx) -> dict:
         rows_out = spark.read.parquet(out.uri("data")).count()
         FT.check_rows(rows_in, rows_out, JOB)
         report = {"job": JOB, "run_id": run_id, "input": args.input, "output": args.output,
+                  "input_fingerprint": args.input_fingerprint,
                   "rows_in": rows_in, "rows_out": rows_out,
                   "bytes_in": O.tree_bytes(src / "data"),
                   "bytes_out": O.tree_bytes(out.staging / "data"),
@@ -59,10 +61,20 @@ def run(args, spark, run_id, ctx) -> dict:
     return {"rows_in": rows_in, "rows_out": rows_out, "output": args.output}
 
 
-def main(argv=None) -> int:
+# codebook.json and report.json under --input are listed (size, mtime) with the data files.
+FINGERPRINT = jobkit.Fingerprint(inputs=("input",))
+
+
+def build_parser():
+    """The job's argument parser (no Spark needed: tests and schedulers check flags with it)."""
     parser = jobkit.base_parser(JOB, __doc__.splitlines()[0])
     parser.add_argument("--input", required=True, help="a quantize_features output directory")
-    return jobkit.run_job(JOB, parser, run, argv, prepare=prepare)
+    return parser
+
+
+def main(argv=None) -> int:
+    return jobkit.run_job(JOB, build_parser(), run, argv, prepare=prepare,
+                          fingerprint=FINGERPRINT)
 
 
 if __name__ == "__main__":

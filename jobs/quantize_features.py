@@ -4,7 +4,9 @@
         [--input-format parquet|csv|orc|json] [--input-option KEY=VALUE] [--overwrite]
 
 Writes ``OUT/data/`` (Parquet, integer codes), ``OUT/codebook.json``, ``OUT/report.json`` and
-``OUT/_SUCCESS``, atomically. Exit codes: 0 ok, 2 bad input or config, 1 failure.
+``OUT/_SUCCESS``, atomically. Exit codes: 0 ok, 2 bad input or config, 1 failure. A rerun with
+the same input, config and arguments over a finished output is skipped (``"status":
+"skipped"``; see ``spark_compress.spark.jobkit``).
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def run(args, spark, run_id, config) -> dict:
                              if args.input_format == "parquet" else None),
             column_bytes_out=O.parquet_column_bytes(data_dir))
         report.update(job=JOB, run_id=run_id, input=args.input, input_format=args.input_format,
-                      output=args.output, config=args.config, dropped=list(plan.drop))
+                      output=args.output, config=args.config, dropped=list(plan.drop),
+                      input_fingerprint=args.input_fingerprint)
         out.write_json("report.json", report)
         out.commit()
     except BaseException:
@@ -79,11 +82,20 @@ def run(args, spark, run_id, config) -> dict:
                                    "compression_ratio")} | {"output": args.output}
 
 
-def main(argv=None) -> int:
+FINGERPRINT = jobkit.Fingerprint(inputs=("input",), configs=("config",))
+
+
+def build_parser():
+    """The job's argument parser (no Spark needed: tests and schedulers check flags with it)."""
     parser = jobkit.base_parser(JOB, __doc__.splitlines()[0])
     jobkit.add_input_args(parser)
     parser.add_argument("--config", required=True, help="TOML config, see conf/")
-    return jobkit.run_job(JOB, parser, run, argv, prepare=prepare)
+    return parser
+
+
+def main(argv=None) -> int:
+    return jobkit.run_job(JOB, build_parser(), run, argv, prepare=prepare,
+                          fingerprint=FINGERPRINT)
 
 
 if __name__ == "__main__":

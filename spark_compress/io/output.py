@@ -4,10 +4,16 @@ A job writes everything under a hidden staging directory next to the output, wri
 last, then renames the staging directory onto the output path (one ``rename``: a reader sees
 either nothing or a finished output). A failed job removes its staging directory; an output
 directory without ``_SUCCESS`` is never produced by a job.
+
+Idempotent reruns: a job records an *input fingerprint* in ``report.json``
+(:func:`fingerprint_of`), the SHA-256 of a canonical JSON document describing everything that
+decides its output (see ``spark_compress.spark.jobkit.Fingerprint``). A finished output whose
+recorded fingerprint equals a new run's (:func:`finished_fingerprint`) needs no rerun.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -18,6 +24,8 @@ from typing import Any, Mapping
 from spark_compress.errors import ConfigError
 
 SUCCESS = "_SUCCESS"
+REPORT = "report.json"
+FINGERPRINT_KEY = "input_fingerprint"
 
 
 def local_path(path: str, *, what: str) -> Path:
@@ -104,6 +112,57 @@ def data_files(path: Path, suffix: str) -> list[Path]:
         out += [Path(root) / f for f in files
                 if f.endswith(suffix) and not f.startswith((".", "_"))]
     return sorted(out)
+
+
+def file_listing(path: Path) -> list[list]:
+    """``[relative path, size in bytes, mtime in ns]`` of every data file under ``path`` (or of
+    ``path`` itself when it is a file, under its own name), sorted by path, with hidden files and
+    markers (``.crc``, ``_SUCCESS``, ``.staging-*``: names starting with ``.`` or ``_``) skipped
+    like Spark's readers skip them. Nothing is read but directory entries and ``stat``."""
+    if path.is_file():
+        st = path.stat()
+        return [[path.name, st.st_size, st.st_mtime_ns]]
+    rows = []
+    for root, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+        for f in files:
+            if f.startswith((".", "_")):
+                continue
+            full = Path(root) / f
+            st = full.stat()
+            rows.append([full.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns])
+    return sorted(rows)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of the bytes of the file at ``path``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint_of(doc: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of ``doc`` as canonical JSON (sorted keys, no whitespace, UTF-8); values JSON
+    cannot hold are written with ``str``."""
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def finished_fingerprint(target: Path) -> str | None:
+    """The input fingerprint recorded in the finished output at ``target``: ``None`` when there is
+    no ``_SUCCESS``, no readable ``report.json`` or no fingerprint in it (an output of a version
+    without fingerprints, or a broken one: never taken as proof that a rerun can be skipped)."""
+    if not (target / SUCCESS).is_file():
+        return None
+    try:
+        report = json.loads((target / REPORT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = report.get(FINGERPRINT_KEY) if isinstance(report, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def parquet_column_bytes(path: Path) -> dict[str, int]:

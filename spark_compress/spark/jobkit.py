@@ -5,24 +5,50 @@ path or file, a column Spark cannot resolve), with a one-line message on stderr;
 The last line a successful run prints on stdout is one JSON summary. (Under ``spark-submit`` the
 Python driver's stderr is merged into spark-submit's stdout by Spark's PythonRunner, so there the
 messages and logs arrive on stdout too; the summary is still the last line.)
+
+Idempotent reruns (for schedulers that retry or backfill): a job that passes a
+:class:`Fingerprint` to :func:`run_job` records ``input_fingerprint`` in its ``report.json``: the
+SHA-256 of the canonical JSON of the job name, the package version, the resolved ``--output``,
+every input path with, for each data file under it, its relative path, size and ``mtime_ns``
+(hidden files and markers such as ``_SUCCESS`` and ``.crc`` skipped), the SHA-256 of every config
+file's bytes, and every other argument except ``--overwrite`` and ``--log-level``. Before any
+config is loaded or a SparkSession is built, :func:`run_job` compares it with the one recorded in
+an existing output:
+
+- ``OUTPUT/_SUCCESS`` present and the same fingerprint, no ``--overwrite``: nothing to do; exit 0
+  and print ``{"job": ..., "status": "skipped", "output": ..., "input_fingerprint": ...}``.
+- the output exists otherwise (other inputs, config or arguments, no ``_SUCCESS``, an output
+  written elsewhere and copied here, or one without a fingerprint), no ``--overwrite``: exit 2
+  with the usual "already exists ... pass --overwrite" message (plus a WARNING log line saying the
+  fingerprints differ).
+- ``--overwrite``: the job runs and replaces the output atomically, as always.
+
+A fingerprint sees sizes and modification times, not contents, of the input data (cheap on
+terabytes): a file rewritten in place with the same size within the filesystem's timestamp
+resolution is not noticed; pass ``--overwrite`` after such an edit.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
+import hmac
 import json
 import logging
 import sys
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
+from spark_compress import __version__
 from spark_compress.errors import ConfigError, SparkCompressError
+from spark_compress.io import output as O
 from spark_compress.io.output import local_path
 
 log = logging.getLogger("spark_compress")
@@ -32,6 +58,99 @@ INPUT_FORMATS = ("parquet", "csv", "orc", "json")
 BAD_INPUT_CONDITIONS = ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA", "UNRESOLVED_COLUMN",
                         "EMPTY_DATA_SOURCE", "FAILED_READ_FILE", "CANNOT_READ_FILE_FOOTER",
                         "MALFORMED_RECORD_IN_PARSING")
+
+
+# Arguments that never change what a job writes.
+NOT_FINGERPRINTED = ("overwrite", "log_level", "input_fingerprint")
+
+
+@dataclasses.dataclass(frozen=True)
+class Fingerprint:
+    """Which of a job's arguments are input paths and which are config files, for the input
+    fingerprint (see the module docstring). Names are argparse ``dest`` names (``"eval_data"``
+    for ``--eval-data``); an argument left at ``None`` is recorded as ``None``.
+
+    ``inputs``: files or directories, listed by :func:`spark_compress.io.output.file_listing`
+    (size and mtime, contents not read). ``configs``: files hashed by content. ``extra``: a
+    function of the parsed arguments returning more JSON-able facts that decide the output (a
+    weights file's sibling spec, whether the output is signed). Every other argument is recorded
+    by value.
+    """
+
+    inputs: tuple[str, ...] = ()
+    configs: tuple[str, ...] = ()
+    extra: Callable[[argparse.Namespace], Mapping[str, Any]] | None = None
+
+    def document(self, job: str, args: argparse.Namespace) -> dict:
+        """The canonical description the fingerprint hashes. Never reads data files; a missing or
+        unreadable path is recorded as such (the job's own checks report it)."""
+        values = vars(args)
+        named = set(self.inputs) | set(self.configs) | {"output"} | set(NOT_FINGERPRINTED)
+        doc: dict = {
+            "job": job,
+            "version": __version__,
+            "output": str(local_path(args.output, what="--output")),
+            "inputs": {d: _input_entry(values.get(d), d) for d in self.inputs},
+            "configs": {d: _config_entry(values.get(d), d) for d in self.configs},
+            "args": {k: v for k, v in sorted(values.items()) if k not in named},
+        }
+        if self.extra is not None:
+            doc["extra"] = dict(self.extra(args))
+        return doc
+
+    def compute(self, job: str, args: argparse.Namespace) -> str:
+        """Hex SHA-256 of :meth:`document`."""
+        return O.fingerprint_of(self.document(job, args))
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _input_entry(value: object, dest: str) -> object:
+    if value is None:
+        return None
+    path = local_path(str(value), what=_flag(dest))
+    if not path.exists():
+        return {"path": str(path), "missing": True}
+    try:
+        return {"path": str(path), "files": O.file_listing(path)}
+    except OSError as e:
+        return {"path": str(path), "error": type(e).__name__}
+
+
+def _config_entry(value: object, dest: str) -> object:
+    if value is None:
+        return None
+    path = local_path(str(value), what=_flag(dest))
+    try:
+        return {"path": str(path), "sha256": O.file_sha256(path)}
+    except OSError as e:
+        return {"path": str(path), "error": type(e).__name__}
+
+
+def hmac_key_id(key: bytes | None) -> str | None:
+    """A non-secret identifier of an HMAC signing key for fingerprints: HMAC-SHA256 of a fixed
+    label under the key (reveals nothing about the key), first 16 hex digits; ``None`` when
+    unsigned. A key rotation then changes the fingerprint and the output is rewritten."""
+    if not key:
+        return None
+    return hmac.new(key, b"spark-compress fingerprint key id", hashlib.sha256).hexdigest()[:16]
+
+
+def _skip_if_done(job: str, args: argparse.Namespace) -> bool:
+    """True when the finished output at ``--output`` already holds this fingerprint."""
+    target = local_path(args.output, what="--output")
+    previous = O.finished_fingerprint(target)
+    if previous == args.input_fingerprint:
+        log.info("%s: output %s is finished with the same input fingerprint %s: skipped",
+                 job, target, previous)
+        return True
+    if previous is not None:
+        log.warning("%s: output %s was written from other inputs, config or arguments "
+                    "(input fingerprint %s, now %s)", job, target, previous[:12],
+                    args.input_fingerprint[:12])
+    return False
 
 
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -107,10 +226,17 @@ def phase(name: str, **fields: object) -> Iterator[dict]:
 def run_job(job: str, parser: argparse.ArgumentParser,
             body: Callable[[argparse.Namespace, SparkSession, str, object], dict],
             argv: Sequence[str] | None = None,
-            prepare: Callable[[argparse.Namespace], object] | None = None) -> int:
+            prepare: Callable[[argparse.Namespace], object] | None = None,
+            fingerprint: Fingerprint | None = None) -> int:
     """Parse ``argv``, run ``prepare`` (config and path checks, before any JVM starts), build
     the session, run ``body`` and map errors to exit codes. A session that was already active
-    (an embedding application, a test) is reused and left running."""
+    (an embedding application, a test) is reused and left running.
+
+    With ``fingerprint``, ``args.input_fingerprint`` holds the run's input fingerprint (``body``
+    records it in ``report.json`` under :data:`spark_compress.io.output.FINGERPRINT_KEY`), and a
+    run whose finished output already holds it returns 0 at once, without ``prepare`` or a
+    session, printing a ``"status": "skipped"`` summary (unless ``--overwrite``). Without it,
+    ``args.input_fingerprint`` is ``None``."""
     args = parser.parse_args(argv)
     logging.basicConfig(level="WARNING", stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -118,7 +244,15 @@ def run_job(job: str, parser: argparse.ArgumentParser,
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     spark = None
     owned = SparkSession.getActiveSession() is None
+    args.input_fingerprint = None
     try:
+        if fingerprint is not None:
+            args.input_fingerprint = fingerprint.compute(job, args)
+            if not args.overwrite and _skip_if_done(job, args):
+                print(json.dumps({"job": job, "status": "skipped", "output": args.output,
+                                  "input_fingerprint": args.input_fingerprint},
+                                 sort_keys=True))
+                return 0
         ctx = prepare(args) if prepare is not None else None
         spark = build_session(job, run_id)
         summary = body(args, spark, run_id, ctx)
