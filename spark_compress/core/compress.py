@@ -7,7 +7,9 @@ by layer, in this order::
     1. structured pruning   remove whole output neurons of layer i (lowest L2 norm of their
                             weight column); layer i's out dim and bias shrink, and so do the
                             matching input rows of layer i + 1
-    2. low rank             W ~ a @ b (truncated SVD) when rank > 0; steps 3 and 4 then act on
+    2. low rank             W ~ a @ b (truncated SVD) when rank > 0, or with the smallest rank
+                            that keeps ``energy`` of the squared singular values when energy > 0;
+                            steps 3 and 4 then act on
                             the factors a (in x r) and b (r x out) instead of W
     3. unstructured pruning the smallest |w| per tensor, or against one threshold across all
                             layers (Plan.global_prune); only the kept entries are stored
@@ -63,6 +65,9 @@ class LayerPlan:
     at least one neuron must stay). ``quantize``: one of :data:`QUANTIZE_MODES`; ``kmeans_bits``
     (an int in ``[1, 8]``) is used only by ``kmeans``. ``rank``: 0 keeps the weight whole, else
     the number of singular values kept (at most ``min(in, out)`` after structured pruning).
+    ``energy``: 0 (off) or a fraction in ``(0, 1]``: factorize with the smallest rank whose
+    squared singular values keep that fraction of the total; at most one of ``rank`` and
+    ``energy`` is set.
     """
 
     prune: float = 0.0
@@ -70,6 +75,12 @@ class LayerPlan:
     quantize: str = "none"
     kmeans_bits: int = 4
     rank: int = 0
+    energy: float = 0.0
+
+    @property
+    def factorized(self) -> bool:
+        """True when the layer is stored as two low-rank factors."""
+        return self.rank > 0 or self.energy > 0
 
 
 def check_plan(plan: LayerPlan, *, where: str) -> None:
@@ -108,11 +119,29 @@ def check_plan(plan: LayerPlan, *, where: str) -> None:
             f"The 'rank' parameter of {where} must be an int >= 0 (0: no factorization). "
             f"Got {plan.rank!r} instead."
         )
+    e = plan.energy
+    if (
+        isinstance(e, (bool, np.bool_))
+        or not isinstance(e, (int, float, np.integer, np.floating))
+        or not 0.0 <= float(e) <= 1.0
+    ):
+        raise ConfigError(
+            f"The 'energy' parameter of {where} must be 0 (off) or a fraction in (0, 1]. "
+            f"Got {e!r} instead."
+        )
+    if plan.rank > 0 and e > 0:
+        raise ConfigError(
+            f"{where} sets both rank={plan.rank!r} and energy={e!r}; set only one of them"
+        )
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The compression of a whole model: ``layers`` overrides ``default`` by layer index.
+    """The compression of a whole model: ``layers`` overrides ``default`` per layer.
+
+    ``layers`` keys are layer indices; before :func:`resolve_plan` they may also be negative
+    indices (``-1`` is the output layer), their strings (``"0"``, ``"-1"``), or layer names
+    (:attr:`Dense.name`).
 
     ``global_prune``: unstructured pruning removes, in total, the same number of weights as
     per-layer pruning would (the sum over layers of ``round(prune * size)``), but chosen against
@@ -128,6 +157,43 @@ class Plan:
     def for_layer(self, i: int) -> LayerPlan:
         """The plan of layer ``i``: its override if there is one, else ``default``."""
         return self.layers.get(i, self.default)
+
+
+def resolve_plan(plan: Plan, model: Model | CompressedModel) -> Plan:
+    """``plan`` with every ``layers`` key turned into a layer index of ``model`` (a model or
+    its compressed form: both have ``layers`` with ``name``).
+
+    A key is an index (``0``..``n - 1``, or ``-n``..``-1`` counted from the output layer), the
+    same as a string, or a layer's name. Raises :class:`ConfigError` for a key that matches no
+    layer (the message lists the model's layers) and for two keys that name the same layer.
+    """
+    if not isinstance(plan, Plan):
+        raise ConfigError(f"plan must be a Plan, got {type(plan).__name__}")
+    n = len(model.layers)
+    names = {layer.name: i for i, layer in enumerate(model.layers) if layer.name}
+    known = ", ".join([f"0..{n - 1}", f"-{n}..-1"] + [repr(k) for k in names])
+    layers: dict[int, LayerPlan] = {}
+    origin: dict[int, object] = {}
+    for key, lp in plan.layers.items():
+        index = None
+        if _is_int(key):
+            index = int(key)
+        elif isinstance(key, str):
+            text = key.strip()
+            if text in names:
+                index = names[text]
+            elif text.lstrip("-").isdigit() and text.count("-") <= 1:
+                index = int(text)
+        if index is None or not -n <= index < n:
+            raise ConfigError(f"the plan names layer {key!r}, which the model does not have; "
+                              f"its layers are {known}")
+        index %= n
+        if index in layers:
+            raise ConfigError(f"the plan names layers[{index}] twice: as {origin[index]!r} and "
+                              f"as {key!r}; keep one of them")
+        layers[index] = lp
+        origin[index] = key
+    return replace(plan, layers=dict(sorted(layers.items())))
 
 
 def _check_model_plan(plan: Plan, n_layers: int) -> None:
@@ -237,6 +303,7 @@ class CompressedLayer:
     (``r x out``) with ``weight = a @ b`` is set. ``kept_neurons`` (int32, sorted) are the
     indices of this layer's outputs in the original model; it is bookkeeping for
     :func:`bias_correction`, not needed to run the layer, and not counted by :meth:`nbytes`.
+    ``name`` is the source layer's :attr:`Dense.name`.
     """
 
     shape: tuple[int, int]
@@ -246,6 +313,7 @@ class CompressedLayer:
     w: StoredTensor | None = None
     a: StoredTensor | None = None
     b: StoredTensor | None = None
+    name: str = ""
 
     def weight(self) -> np.ndarray:
         """The dense dequantized float32 ``(in, out)`` weight (``a @ b`` for low rank)."""
@@ -335,6 +403,7 @@ def compress(model: Model, plan: Plan) -> CompressedModel:
     """
     validate(model)
     n = len(model.layers)
+    plan = resolve_plan(plan, model)
     _check_model_plan(plan, n)
     plans = [plan.for_layer(i) for i in range(n)]
     ws = [np.asarray(l.weight, dtype=np.float64) for l in model.layers]
@@ -366,8 +435,10 @@ def compress(model: Model, plan: Plan) -> CompressedModel:
     # Each layer's stored tensors: the weight, or the two low-rank factors.
     tensors: list[dict[str, np.ndarray]] = []
     for i, lp in enumerate(plans):
-        if lp.rank > 0:
-            a, b = low_rank(ws[i], rank=int(lp.rank), name=f"layers[{i}].weight")
+        if lp.factorized:
+            a, b = low_rank(ws[i], rank=int(lp.rank) if lp.rank > 0 else None,
+                            energy=float(lp.energy) if lp.energy > 0 else None,
+                            name=f"layers[{i}].weight")
             tensors.append({"a": a, "b": b})
         else:
             tensors.append({"w": ws[i]})
@@ -399,6 +470,7 @@ def compress(model: Model, plan: Plan) -> CompressedModel:
                 bias=None if bs[i] is None else bs[i].astype(np.float32),
                 kept_neurons=kept[i],
                 **stored,
+                name=model.layers[i].name,
             )
         )
 
@@ -427,7 +499,8 @@ def decompress(cm: CompressedModel) -> Model:
     """The float32 :class:`Model` that ``cm`` stores: dequantized weights, pruned entries 0,
     low-rank layers materialised as ``a @ b``, structurally pruned layers at their new width."""
     layers = tuple(
-        Dense(l.weight(), None if l.bias is None else l.bias.astype(np.float32), l.activation)
+        Dense(l.weight(), None if l.bias is None else l.bias.astype(np.float32), l.activation,
+              l.name)
         for l in cm.layers
     )
     embeddings = tuple(Embedding(e.dense(), e.input, e.combiner) for e in cm.embeddings)

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from spark_compress.core.compress import CompressedModel, Plan, compress, decompress
+from spark_compress.core.compress import CompressedModel, Plan, compress, decompress, resolve_plan
 from spark_compress.core.model import Dense, Model, validate
 from spark_compress.core.weights import _is_int
 from spark_compress.errors import ConfigError, DataError
@@ -291,7 +291,7 @@ def finetune(
                 t -= lr32 * (a / c1) / (np.sqrt(v / c2) + np.float32(_EPS))
                 if m is not None:
                     t *= m
-    layers = tuple(Dense(w, b, act) for w, b, act in params)
+    layers = tuple(Dense(w, b, act, src.name) for (w, b, act), src in zip(params, model.layers))
     out = Model(model.task, layers, model.n_features, input_names=tuple(model.input_names))
     validate(out)
     return out
@@ -340,13 +340,14 @@ def prune_finetune_compress(
     _check_trainable(model)
     if not isinstance(plan, Plan):
         raise ConfigError(f"plan must be a Plan, got {type(plan).__name__}")
+    plan = resolve_plan(plan, model)
     n = len(model.layers)
     plans = [plan.for_layer(i) for i in range(n)]
-    low_rank = [i for i, lp in enumerate(plans) if lp.rank]
+    low_rank = [i for i, lp in enumerate(plans) if lp.factorized]
     if low_rank:
         raise ConfigError(
             f"prune_finetune_compress does not fine-tune low-rank factors; layers {low_rank} "
-            f"have rank > 0. Set rank=0, or use compress without fine-tuning"
+            f"have rank > 0 or energy > 0. Set both to 0, or use compress without fine-tuning"
         )
     first = Plan(
         default=replace(plan.default, quantize="none"),

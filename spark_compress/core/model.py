@@ -34,12 +34,15 @@ class Dense:
     """``activation(x @ weight + bias)``.
 
     ``weight`` is ``(in, out)``, ``bias`` is ``(out,)`` or ``None`` (no bias); ``activation`` is
-    one of :data:`ACTIVATIONS` (``softmax`` is taken over the ``out`` axis).
+    one of :data:`ACTIVATIONS` (``softmax`` is taken over the ``out`` axis). ``name`` is
+    optional (``""``); a non-empty name is unique in its model and lets a compression plan
+    address the layer by name.
     """
 
     weight: np.ndarray
     bias: np.ndarray | None
     activation: str
+    name: str = ""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -154,6 +157,13 @@ def validate(model: Model) -> None:
                 f"Got {layer.activation!r} instead."
             )
         width = w.shape[1]
+    names = [layer.name for layer in layers]
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise FormatError(f"layers[{i}].name must be a string. Got {name!r} instead.")
+        if name and names.index(name) != i:
+            raise FormatError(f"layers[{names.index(name)}] and layers[{i}] are both named "
+                              f"{name!r}; layer names must be unique")
     _validate_head(model.task, len(layers) - 1, layers[-1])
 
 

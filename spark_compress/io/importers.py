@@ -80,7 +80,7 @@ _SKLEARN_ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "logistic": "sigmoid",
                         "identity": "identity", "softmax": "softmax"}
 
 _SPEC_KEYS = {"task", "layers", "input_names", "embeddings", "n_features", "weight_layout"}
-_SPEC_LAYER_KEYS = {"weight", "bias", "activation"}
+_SPEC_LAYER_KEYS = {"weight", "bias", "activation", "name"}
 _SPEC_EMBEDDING_KEYS = {"table", "input", "combiner"}
 _WEIGHT_LAYOUTS = ("in_out", "out_in")
 _SPEC_SUFFIXES = (".json", ".toml")
@@ -422,14 +422,17 @@ def import_weights(weights_path: str | Path, spec_path: str | Path) -> Model:
     The spec::
 
         {"task": "binary",
-         "layers": [{"weight": "fc1.w", "bias": "fc1.b", "activation": "relu"}, ...],
+         "layers": [{"weight": "fc1.w", "bias": "fc1.b", "activation": "relu",
+                     "name": "fc1"}, ...],                          # name optional
          "input_names": ["age", "income"],                         # optional
          "embeddings": [{"table": "emb.city", "input": "city_id",
                          "combiner": "mean"}],                     # optional
          "n_features": 2,                                          # optional
          "weight_layout": "in_out"}                                # or "out_in" (PyTorch)
 
-    ``bias`` may be omitted or null for no bias. ``n_features`` defaults to the number of
+    ``bias`` may be omitted or null for no bias. A layer without ``name`` is named after its
+    weight tensor without the last dotted part (``"fc1.weight"`` -> ``"fc1"``) when those names
+    are unique, so a plan can address it as ``[layers.fc1]``. ``n_features`` defaults to the number of
     ``input_names``, else the first layer's inputs minus the embedding dims. Raises
     :class:`FormatError` naming a missing tensor, a corrupt file, or (via :func:`validate`)
     the layer whose shapes don't fit; :class:`ConfigError` for a bad spec.
@@ -467,7 +470,16 @@ def import_weights(weights_path: str | Path, spec_path: str | Path) -> Model:
         if act not in ACTIVATIONS:
             raise ConfigError(f"{str(spec_path)!r}: {where}.activation must be one of "
                               f"{ACTIVATIONS}. Got {act!r} instead.")
-        layers.append(Dense(w, b, act))
+        name = ls.get("name", "")
+        if not isinstance(name, str):
+            raise ConfigError(f"{str(spec_path)!r}: {where}.name must be a string. "
+                              f"Got {name!r} instead.")
+        layers.append(Dense(w, b, act, name))
+    named = [layer.name or str(ls["weight"]).rsplit(".", 1)[0]
+             for layer, ls in zip(layers, layer_specs)]
+    if len(set(named)) == len(named):
+        layers = [Dense(layer.weight, layer.bias, layer.activation, name)
+                  for layer, name in zip(layers, named)]
     embeddings = []
     emb_specs = spec.get("embeddings", [])
     if not isinstance(emb_specs, list):

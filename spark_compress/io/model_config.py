@@ -9,13 +9,14 @@ Unknown sections and keys are errors that name the file and the key; plan values
     quantize = "int8"      # none | int8 | int4 | kmeans
     kmeans_bits = 4        # with quantize = "kmeans"
     rank = 0               # > 0: low-rank factorization to this rank
+    energy = 0.0           # or > 0: the smallest rank keeping this fraction of sum(s**2)
     global_prune = false   # one magnitude threshold across layers
     seed = 0
     bias_correction = 0    # > 0: calibration rows for bias correction
     finetune_epochs = 0    # > 0: fine-tune the surviving weights (masks fixed) before quantizing
     finetune_rows = 50000  # training rows collected to the driver for fine-tuning
-    [layers.0]             # per-layer override, by index
-    prune = 0.5
+    [layers.0]             # per-layer override: by index, from the end ([layers.-1] is the
+    prune = 0.5            # output layer), or by the layer's name in the model
     [eval]
     label = "label"
     features = ["f0", "f1"]   # or one array column name
@@ -66,7 +67,7 @@ def _label(v: Any, where: str) -> str:
 
 
 _LAYER_KEYS = {"prune": _any, "structured": _any, "quantize": _any, "kmeans_bits": _any,
-               "rank": _any}
+               "rank": _any, "energy": _any}
 _PLAN_KEYS = dict(_LAYER_KEYS, global_prune=_bool, seed=_nonneg_int, bias_correction=_nonneg_int,
                   finetune_epochs=_nonneg_int, finetune_rows=_nonneg_int)
 _EVAL_KEYS = {"label": _label, "features": _features}
@@ -99,17 +100,21 @@ def parse_model_config(doc: Mapping, *, source: str = "<config>") -> ModelJobCon
     layer_fields = {k: plan_doc[k] for k in _LAYER_KEYS if k in plan_doc}
     default = LayerPlan(**layer_fields)
     check_plan(default, where=f"{source}: [plan]")
-    layers: dict[int, LayerPlan] = {}
+    layers: dict[int | str, LayerPlan] = {}
     for key, table in _table(doc, "layers", source).items():
-        if not (isinstance(key, str) and key.isdigit()):
-            raise ConfigError(f"{source}: [layers.{key}]: layers are named by index, e.g. "
-                              f"[layers.0].")
         if not isinstance(table, dict):
-            raise ConfigError(f"{source}: [layers.{key}] must be a table.")
+            raise ConfigError(f"{source}: [layers.{key}] must be a table (a layer index such as "
+                              f"[layers.0] or [layers.-1], or a layer name).")
         over = _validated(table, _LAYER_KEYS, f"[layers.{key}]", source)
+        # A layer that picks one way to choose the rank drops the other one it inherits.
+        if "energy" in over and "rank" not in over:
+            over["rank"] = 0
+        if "rank" in over and "energy" not in over:
+            over["energy"] = 0.0
         lp = replace(default, **over)
         check_plan(lp, where=f"{source}: [layers.{key}]")
-        layers[int(key)] = lp
+        # Indices stay ints; names and negative indices are resolved against the model.
+        layers[int(key) if key.isdigit() else key] = lp
     ev = _validated(_table(doc, "eval", source), _EVAL_KEYS, "[eval]", source)
     plan = Plan(default=default, layers=layers, global_prune=plan_doc.get("global_prune", False),
                 seed=plan_doc.get("seed", 0))

@@ -58,12 +58,16 @@ from spark_compress.core.compress import (
     StoredTensor,
     check_plan,
     decompress,
+    resolve_plan,
 )
 from spark_compress.core.model import ACTIVATIONS, COMBINERS, TASKS, validate
 from spark_compress.errors import ConfigError, DataError, FormatError
 from spark_compress.io.container import read_container, write_container
 
-MODEL_FILE_VERSION = 1
+MODEL_FILE_VERSION = 2
+# Version 1 had no layer "name" and no plan "energy"; it is read as version 2 with name "" and
+# energy 0.
+READABLE_MODEL_FILE_VERSIONS = (1, 2)
 HMAC_ENV_VAR = "SPARK_COMPRESS_HMAC_KEY"
 
 _KINDS = {  # kind -> (bits, dtype of the stored data)
@@ -82,7 +86,7 @@ _MAX_CENTROIDS = 2 ** KMEANS_BITS[1]
 
 _SPEC_KEYS = frozenset({"model_file_version", "task", "n_features", "input_names", "layers",
                         "embeddings", "plan", "source"})
-_LAYER_KEYS = frozenset({"shape", "activation", "bias", "kept_neurons", "tensors"})
+_LAYER_KEYS = frozenset({"name", "shape", "activation", "bias", "kept_neurons", "tensors"})
 _TENSOR_KEYS = frozenset({"kind", "bits", "shape", "count", "indices", "centroids"})
 _EMB_KEYS = frozenset({"input", "combiner", "num_ids", "dim", "storage"})
 _PLAN_KEYS = frozenset({"default", "layers", "global_prune", "seed"})
@@ -101,8 +105,12 @@ def plan_to_dict(plan: Plan) -> dict:
         d = asdict(p)
         return {"prune": float(d["prune"]), "structured": bool(d["structured"]),
                 "quantize": str(d["quantize"]), "kmeans_bits": int(d["kmeans_bits"]),
-                "rank": int(d["rank"])}
+                "rank": int(d["rank"]), "energy": float(d["energy"])}
 
+    bad = [k for k in plan.layers if not _is_int(k)]
+    if bad:
+        raise ConfigError(f"plan layers {bad} are not layer indices; resolve names and negative "
+                          f"indices against the model first (core.compress.resolve_plan)")
     return {"default": lp(plan.default),
             "layers": {str(int(k)): lp(v) for k, v in plan.layers.items()},
             "global_prune": bool(plan.global_prune), "seed": int(plan.seed)}
@@ -187,7 +195,10 @@ def _build_spec(cm: CompressedModel, plan: Plan | None, source: Mapping | None) 
             raise ConfigError(f"{where} must set either w or both a and b; it sets {keys}")
         out = int(layer.shape[1])
         kept = np.asarray(layer.kept_neurons)
+        if not isinstance(layer.name, str):
+            raise ConfigError(f"{where}.name must be a string, got {layer.name!r}")
         layers.append({
+            "name": layer.name,
             "shape": [int(s) for s in layer.shape], "activation": layer.activation,
             "bias": layer.bias is not None,
             "kept_neurons": not (kept.shape == (out,) and np.array_equal(kept, np.arange(out))),
@@ -203,12 +214,9 @@ def _build_spec(cm: CompressedModel, plan: Plan | None, source: Mapping | None) 
                            "num_ids": int(np.shape(table)[0]), "dim": int(np.shape(table)[1]),
                            "storage": "float32" if e.table is not None else "int8"})
     if plan is not None:
+        plan = resolve_plan(plan, cm)  # layer names and negative indices -> indices
         plan_d = plan_to_dict(plan)
         plan_from_dict(plan_d)
-        bad = [k for k in plan.layers if not 0 <= int(k) < len(cm.layers)]
-        if bad:
-            raise ConfigError(f"the plan names layers {bad} but the model's layers are "
-                              f"0..{len(cm.layers) - 1}")
     if source is not None and not isinstance(source, Mapping):
         raise ConfigError(f"source must be a mapping or None, got {type(source).__name__}")
     return {
@@ -264,12 +272,29 @@ def _check_tensor_spec(t: Any, where: str) -> None:
         _fail(f"{where}.bits must be {bits} for this {t['kind']} tensor; got {t['bits']!r}")
 
 
+def _upgrade(spec: Any) -> Any:
+    """A version-1 spec in the version-2 form (layer names "", plan energy 0); others as is."""
+    if not isinstance(spec, dict) or spec.get("model_file_version") != 1:
+        return spec
+    spec = json.loads(json.dumps(spec))
+    spec["model_file_version"] = MODEL_FILE_VERSION
+    for layer in spec.get("layers") if isinstance(spec.get("layers"), list) else ():
+        if isinstance(layer, dict):
+            layer.setdefault("name", "")
+    plan = spec.get("plan")
+    if isinstance(plan, dict):
+        for lp in [plan.get("default"), *(plan.get("layers") or {}).values()]:
+            if isinstance(lp, dict):
+                lp.setdefault("energy", 0.0)
+    return spec
+
+
 def _check_spec(spec: Any) -> None:
     """Raise :class:`FormatError` naming the field for anything a writer would not produce."""
     _check_keys(spec, _SPEC_KEYS, "the spec")
     if spec["model_file_version"] != MODEL_FILE_VERSION:
         _fail(f"model_file_version {spec['model_file_version']!r} is not supported; this reader "
-              f"reads {MODEL_FILE_VERSION} (upgrade spark-compress)")
+              f"reads {list(READABLE_MODEL_FILE_VERSIONS)} (upgrade spark-compress)")
     if spec["task"] not in TASKS:
         _fail(f"task must be one of {TASKS}; got {spec['task']!r}")
     nf = spec["n_features"]
@@ -283,6 +308,8 @@ def _check_spec(spec: Any) -> None:
     for i, layer in enumerate(spec["layers"]):
         where = f"layers[{i}]"
         _check_keys(layer, _LAYER_KEYS, where)
+        if not isinstance(layer["name"], str):
+            _fail(f"{where}.name must be a string; got {layer['name']!r}")
         n_in, n_out = _check_dims(layer["shape"], 2, f"{where}.shape")
         if layer["activation"] not in ACTIVATIONS:
             _fail(f"{where}.activation must be one of {ACTIVATIONS}; "
@@ -465,6 +492,7 @@ def model_from_bytes(data: bytes, *, hmac_key: bytes | None = None,
     """
     tensors, spec = read_container(data, hmac_key=hmac_key,
                                    require_signature=require_signature)
+    spec = _upgrade(spec)
     _check_spec(spec)
     expected = _expected(spec)
     missing = sorted(set(expected) - set(tensors))
@@ -487,7 +515,8 @@ def model_from_bytes(data: bytes, *, hmac_key: bytes | None = None,
                               "unique and >= 0")
         stored = {k: _stored(tensors, f"layers.{i}.{k}", t) for k, t in ls["tensors"].items()}
         layers.append(CompressedLayer(tuple(ls["shape"]), ls["activation"],
-                                      tensors.get(f"layers.{i}.bias"), kept, **stored))
+                                      tensors.get(f"layers.{i}.bias"), kept, **stored,
+                                      name=ls["name"]))
     embeddings = []
     for e in spec["embeddings"]:
         p = f"embeddings.{e['input']}.table"

@@ -14,6 +14,7 @@ from spark_compress.core.compress import (
     check_plan,
     compress,
     decompress,
+    resolve_plan,
     sparsity,
 )
 from spark_compress.core.model import Dense, Embedding, Model, forward
@@ -180,6 +181,50 @@ def test_nbytes_of_pruned_int8_layer():
 # --------------------------------------------------------------------------- low rank
 
 
+def test_low_rank_by_energy_picks_the_smallest_rank_keeping_that_energy():
+    # Singular values 3, 2, 1 (sum of squares 14): 0.64 of the energy needs rank 1 (9/14 =
+    # 0.643), 0.65 and 0.92 need rank 2 (13/14 = 0.929), 0.93 needs all 3.
+    u = np.linalg.qr(np.random.default_rng(3).normal(size=(4, 3)))[0]
+    v = np.linalg.qr(np.random.default_rng(4).normal(size=(3, 3)))[0]
+    w0 = (u * np.array([3.0, 2.0, 1.0])) @ v.T
+    for energy, rank in [(0.64, 1), (0.65, 2), (0.92, 2), (0.93, 3)]:
+        cm = compress(mlp(w0=w0.astype(np.float32)),
+                      Plan(LayerPlan(), layers={0: LayerPlan(energy=energy)}))
+        assert cm.layers[0].a.shape == (4, rank) and cm.layers[0].b.shape == (rank, 3)
+        err = np.linalg.norm(cm.layers[0].weight() - w0)
+        assert err == pytest.approx(np.sqrt(sum(s * s for s in [3.0, 2.0, 1.0][rank:])), abs=1e-5)
+
+
+def test_rank_and_energy_together_are_refused():
+    with pytest.raises(ConfigError, match=r"layers\[0\] sets both rank=2 and energy=0.9"):
+        check_plan(LayerPlan(rank=2, energy=0.9), where="layers[0]")
+    with pytest.raises(ConfigError, match=r"'energy' parameter of layers\[0\] must be 0"):
+        check_plan(LayerPlan(energy=1.5), where="layers[0]")
+
+
+def test_resolve_plan_accepts_indices_negative_indices_and_names():
+    named = Model("regression", (Dense(W0, B0, "relu", "hidden"), Dense(W1, B1, "identity", "out")),
+                  4)
+    a, b = LayerPlan(prune=0.5), LayerPlan(quantize="int8")
+    assert resolve_plan(Plan(layers={"hidden": a, -1: b}), named).layers == {0: a, 1: b}
+    assert resolve_plan(Plan(layers={"-2": a, "out": b}), named).layers == {0: a, 1: b}
+    assert resolve_plan(Plan(layers={1: b, "0": a}), mlp()).layers == {0: a, 1: b}
+    with pytest.raises(ConfigError, match=r"names layers\[1\] twice: as 'out' and as -1"):
+        resolve_plan(Plan(layers={"out": a, -1: b}), named)
+    with pytest.raises(ConfigError, match=r"names layer 'fc9'.*0\.\.1, -2\.\.-1, 'hidden', 'out'"):
+        resolve_plan(Plan(layers={"fc9": a}), named)
+    # compress resolves too and keeps the names through decompress
+    cm = compress(named, Plan(layers={"out": b}))
+    assert cm.layers[1].w.kind == "int8" and cm.layers[0].w.kind == "float32"
+    assert [l.name for l in decompress(cm).layers] == ["hidden", "out"]
+
+
+def test_duplicate_layer_names_are_refused():
+    with pytest.raises(Exception, match=r"layers\[0\] and layers\[1\] are both named 'x'"):
+        compress(Model("regression", (Dense(W0, B0, "relu", "x"), Dense(W1, B1, "identity", "x")),
+                       4), Plan())
+
+
 def test_low_rank_of_rank_two_weight_is_exact_at_rank_two():
     rng = np.random.default_rng(7)
     w0 = (rng.normal(size=(4, 2)) @ rng.normal(size=(2, 3))).astype(np.float32)
@@ -308,7 +353,8 @@ def test_plan_validation(layer_plan, match):
 
 
 def test_plan_level_validation():
-    with pytest.raises(ConfigError, match=r"names layer 2 but the model's layers are 0..1"):
+    with pytest.raises(ConfigError, match=r"names layer 2, which the model does not have; its "
+                                          r"layers are 0\.\.1, -2\.\.-1"):
         compress(mlp(), Plan(LayerPlan(), layers={2: LayerPlan()}))
     with pytest.raises(ConfigError, match=r"'prune' parameter of the default layer plan"):
         compress(mlp(), Plan(LayerPlan(prune=-0.1)))

@@ -283,6 +283,20 @@ def test_npz_toml_spec_with_out_in_layout_and_no_bias(tmp_path):
     np.testing.assert_allclose(forward(model, x), x @ w.T, rtol=0, atol=1e-6)
 
 
+def test_weight_file_layers_are_named_for_the_plan(tmp_path):
+    rng = np.random.default_rng(7)
+    t = _mlp_tensors(rng)
+    model = import_weights(*_write(tmp_path, t, SPEC))
+    assert [l.name for l in model.layers] == ["fc1", "fc2"]  # from "fc1.w", "fc2.w"
+    spec = json.loads(json.dumps(SPEC))
+    spec["layers"][1]["name"] = "head"
+    model = import_weights(*_write(tmp_path, t, spec, stem="named"))
+    assert [l.name for l in model.layers] == ["fc1", "head"]
+    spec["layers"][1]["name"] = "fc1"  # clashes with the derived name of layer 0: both unnamed
+    model = import_weights(*_write(tmp_path, t, spec, stem="clash"))
+    assert [l.name for l in model.layers] == ["", "fc1"]
+
+
 def test_safetensors_round_trip(tmp_path):
     st = pytest.importorskip("safetensors.numpy")
     rng = np.random.default_rng(11)

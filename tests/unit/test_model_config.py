@@ -47,12 +47,25 @@ def test_array_features_and_extras():
     assert (cfg.finetune_epochs, cfg.finetune_rows) == (3, 1000)
 
 
+def test_layers_by_name_and_from_the_end_and_energy_overrides_rank():
+    cfg = parse_model_config({"plan": {"rank": 4, "quantize": "int8"},
+                              "layers": {"fc1": {"energy": 0.9}, "-1": {"rank": 0},
+                                         "2": {"prune": 0.5}}})
+    assert cfg.plan.layers == {
+        "fc1": LayerPlan(quantize="int8", energy=0.9),       # energy replaces the default rank
+        "-1": LayerPlan(quantize="int8"),
+        2: LayerPlan(quantize="int8", rank=4, prune=0.5),
+    }
+
+
 @pytest.mark.parametrize("doc,match", [
     ({"plan": {"prune": 1.5}}, r"'prune' parameter of m.toml: \[plan\] must be a fraction in \[0, 1\]"),
     ({"plan": {"quantize": "int3"}}, r"'quantize'.*int3"),
     ({"plan": {"prunee": 0.5}}, r"m.toml: unknown key 'prunee' in \[plan\]"),
     ({"layers": {"0": {"prune": 2}}}, r"'prune' parameter of m.toml: \[layers.0\]"),
-    ({"layers": {"first": {"prune": 0.1}}}, r"layers are named by index"),
+    ({"layers": {"first": 0.1}}, r"\[layers.first\] must be a table \(a layer index"),
+    ({"layers": {"-1": {"rank": 2, "energy": 0.9}}}, r"\[layers.-1\] sets both rank=2"),
+    ({"plan": {"energy": 2.0}}, r"'energy' parameter of m.toml: \[plan\]"),
     ({"layers": {"0": {"seed": 1}}}, r"unknown key 'seed' in \[layers.0\]"),
     ({"eval": {"features": []}}, r"\[eval\] features"),
     ({"eval": {"label": 3}}, r"\[eval\] label"),

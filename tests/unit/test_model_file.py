@@ -135,7 +135,7 @@ def test_plan_dict_round_trip():
                 global_prune=True, seed=4)
     assert plan_to_dict(plan)["layers"] == {"1": {"prune": 0.0, "structured": False,
                                                   "quantize": "none", "kmeans_bits": 4,
-                                                  "rank": 2}}
+                                                  "rank": 2, "energy": 0.0}}
     assert plan_from_dict(plan_to_dict(plan)) == plan
 
 
@@ -145,7 +145,7 @@ def tiny_model() -> CompressedModel:
     return compress(Model("regression", (Dense(w, b, "identity"),), 3), Plan())
 
 
-GOLDEN_SHA256 = "e7a92ff26aa188eaade9e77aa756c556d96d0315efac766b0dfc6d0ed9502ffc"
+GOLDEN_SHA256 = "07c6742c3e0511f396729fa6e4a06cd313939992309bbfa4039499599b72c259"  # version 2
 
 
 def test_golden_sha256_of_tiny_uncompressed_model():
@@ -153,6 +153,34 @@ def test_golden_sha256_of_tiny_uncompressed_model():
     # bump MODEL_FILE_VERSION (or the container's FORMAT_VERSION) and update the digest.
     data = model_to_bytes(tiny_model(), source={"type": "golden"})
     assert hashlib.sha256(data).hexdigest() == GOLDEN_SHA256
+
+
+def test_version_1_file_reads_with_empty_layer_names_and_no_energy():
+    # Version 1 (before layer names and plan energy): the same tensors, the older spec.
+    model, plan = CASES["pruned_int8"]
+    v2 = model_to_bytes(compress(model, plan), plan=plan)
+
+    def edit(tensors, spec):
+        spec["model_file_version"] = 1
+        for layer in spec["layers"]:
+            del layer["name"]
+        del spec["plan"]["default"]["energy"]
+        for lp in spec["plan"]["layers"].values():
+            del lp["energy"]
+
+    cm1, spec1 = model_from_bytes(rewrite(v2, edit))
+    cm2, spec2 = model_from_bytes(v2)
+    assert spec1 == spec2 and spec1["model_file_version"] == 2
+    for l1, l2 in zip(cm1.layers, cm2.layers):
+        np.testing.assert_array_equal(l1.weight(), l2.weight())
+        assert l1.name == l2.name == ""
+
+
+def test_layer_names_round_trip():
+    w = np.array([[0.5, -1.0], [2.0, 0.25], [-1.5, 0.75]], dtype=np.float32)
+    named = Model("regression", (Dense(w, None, "identity", "head"),), 3)
+    cm, spec = model_from_bytes(model_to_bytes(compress(named, Plan())))
+    assert cm.layers[0].name == "head" and spec["layers"][0]["name"] == "head"
 
 
 def test_pruning_shrinks_file():
@@ -270,7 +298,8 @@ def test_unknown_activation_refused():
 @pytest.mark.parametrize("field, value, match", [
     ("task", "ranking", "task must be one of"),
     ("n_features", -1, "n_features must be an int >= 0"),
-    ("model_file_version", 2, "model_file_version 2 is not supported"),
+    ("model_file_version", 3, r"model_file_version 3 is not supported; this reader reads "
+                              r"\[1, 2\]"),
     ("source", "mllib", "source must be an object or null"),
     ("plan", {"default": {}}, "plan: a plan must be an object with exactly the keys"),
 ])
@@ -347,7 +376,7 @@ def test_writer_refuses_inconsistent_model():
 
 
 def test_writer_refuses_plan_for_missing_layer():
-    with pytest.raises(ConfigError, match=r"the plan names layers \[3\]"):
+    with pytest.raises(ConfigError, match=r"the plan names layer 3, which the model does not have"):
         model_to_bytes(tiny_model(), plan=Plan(layers={3: LayerPlan()}))
 
 
