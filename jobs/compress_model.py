@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from
 
 from spark_compress.core import compress as C  # noqa: E402
 from spark_compress.core.finetune import prune_finetune_compress  # noqa: E402
-from spark_compress.errors import ConfigError  # noqa: E402
+from spark_compress.errors import ConfigError, DataError  # noqa: E402
 from spark_compress.io import model_file as MF  # noqa: E402
 from spark_compress.io import output as O  # noqa: E402
 from spark_compress.io.importers import import_model  # noqa: E402
@@ -67,7 +67,8 @@ def run(args, spark, run_id, ctx) -> dict:
                 raise ConfigError(f"{config.source}: [plan] finetune_epochs needs --train-data "
                                   f"(labelled training rows)")
             with jobkit.phase("prune+finetune+compress", epochs=config.finetune_epochs) as info:
-                train = jobkit.read_input(spark, args.calibration_data, args.eval_format, [])
+                train = jobkit.read_input(spark, args.calibration_data, args.eval_format, [],
+                                           what="--train-data")
                 x, y = calibration_matrix(train, features, config.finetune_rows,
                                           label=config.eval.label)
                 info["rows"] = len(y)
@@ -82,17 +83,22 @@ def run(args, spark, run_id, ctx) -> dict:
                 raise ConfigError(f"{config.source}: [plan] bias_correction needs "
                                   f"--calibration-data (rows from the training data)")
             with jobkit.phase("bias-correction", rows=config.bias_correction_rows):
-                calib = jobkit.read_input(spark, args.calibration_data, args.eval_format, [])
+                calib = jobkit.read_input(spark, args.calibration_data, args.eval_format, [],
+                                           what="--calibration-data")
                 x = calibration_matrix(calib, features, config.bias_correction_rows)
                 cm = C.bias_correction(model, cm, x)
         data = MF.model_to_bytes(cm, plan=config.plan, hmac_key=MF.hmac_key_from_env(),
                                  source={"path": str(model_path), "type": args.model_type})
         (out.staging / "model.safetensors").write_bytes(data)
         with jobkit.phase("evaluate", input=args.eval_data) as info:
-            df = jobkit.read_input(spark, args.eval_data, args.eval_format, args.input_option)
+            df = jobkit.read_input(spark, args.eval_data, args.eval_format, args.input_option,
+                                   what="--eval-data")
             metrics = evaluate_models(df, {"original": model, "compressed": C.decompress(cm)},
                                       features=features, label=config.eval.label)
             info["rows"] = metrics["original"].get("count")
+        if metrics["original"].get("count") == 0:
+            raise DataError(f"--eval-data {args.eval_data}: the dataset has no rows; nothing to "
+                            f"evaluate the models on")
         report = model_report(model, cm, data, metrics)
         report.update(job=JOB, run_id=run_id, model=args.model, config=args.config,
                       eval_data=args.eval_data, output=args.output,

@@ -57,7 +57,8 @@ INPUT_FORMATS = ("parquet", "csv", "orc", "json")
 # Spark error conditions that mean the input itself is bad (exit 2, not 1).
 BAD_INPUT_CONDITIONS = ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA", "UNRESOLVED_COLUMN",
                         "EMPTY_DATA_SOURCE", "FAILED_READ_FILE", "CANNOT_READ_FILE_FOOTER",
-                        "MALFORMED_RECORD_IN_PARSING")
+                        "MALFORMED_RECORD_IN_PARSING", "PARQUET_TYPE_ILLEGAL",
+                        "PARQUET_TYPE_NOT_SUPPORTED", "PARQUET_TYPE_NOT_RECOGNIZED")
 
 
 # Arguments that never change what a job writes.
@@ -177,18 +178,28 @@ def build_session(job: str, run_id: str) -> SparkSession:
     return SparkSession.builder.appName(f"spark-compress {job} {run_id}").getOrCreate()
 
 
-def read_input(spark: SparkSession, path: str, fmt: str, options: Sequence[str]) -> DataFrame:
-    """Read the input dataset; a missing local path is a :class:`ConfigError`."""
+def read_input(spark: SparkSession, path: str, fmt: str, options: Sequence[str], *,
+               what: str = "--input") -> DataFrame:
+    """Read the input dataset; a missing local path, and one Spark cannot read as ``fmt`` (no
+    data files, a corrupt footer, a type Spark does not support), is a :class:`ConfigError`
+    naming ``what`` (the option that gave the path) and the path. Errors found later, while
+    tasks read the rows, are mapped by :func:`run_job`."""
     opts = {"header": "true", "inferSchema": "true"} if fmt == "csv" else {}
     for kv in options:
         if "=" not in kv:
             raise ConfigError(f"--input-option {kv!r} must look like KEY=VALUE")
         k, v = kv.split("=", 1)
         opts[k] = v
-    p = local_path(path, what="--input")
+    p = local_path(path, what=what)
     if not p.exists():
-        raise ConfigError(f"--input {path}: no such file or directory")
-    return spark.read.format(fmt).options(**opts).load(p.as_uri())
+        raise ConfigError(f"{what} {path}: no such file or directory")
+    try:
+        return spark.read.format(fmt).options(**opts).load(p.as_uri())
+    except (PySparkException, Py4JJavaError) as e:
+        message = _bad_input_message(e)
+        if message is None:
+            raise
+        raise ConfigError(f"{what} {path}: cannot read the input as {fmt}: {message}") from e
 
 
 def _bad_input_message(e: Exception) -> str | None:
