@@ -114,7 +114,8 @@ def write_container(tensors: Mapping[str, np.ndarray], spec: Mapping, *,
                     zstd_level: int = 19) -> bytes:
     """The container bytes for ``tensors`` and ``spec``; the same input gives the same bytes.
 
-    ``compress`` names tensors to store as zstandard frames at ``zstd_level`` (1..22).
+    ``compress`` names tensors to store as zstandard frames at ``zstd_level`` (1..22); a tensor
+    whose frame would not be smaller than its raw bytes (tiny or incompressible) is stored raw.
     ``hmac_key`` adds an HMAC-SHA256 ``signature``. Raises ``FormatError`` for a spec that is not
     JSON (or has NaN/inf), an unknown name in ``compress``, or an unsupported dtype.
     """
@@ -142,9 +143,10 @@ def write_container(tensors: Mapping[str, np.ndarray], spec: Mapping, *,
         if name in compress:
             cctx = _zstd().ZstdCompressor(level=zstd_level, write_checksum=True,
                                           write_content_size=True, threads=0)
-            arr_out = np.frombuffer(cctx.compress(arr.tobytes()), dtype=np.uint8).copy()
+            frame = cctx.compress(arr.tobytes())
+        if name in compress and len(frame) < arr.nbytes:
             info[name] = {"encoding": "zstd", "dtype": code, "shape": list(arr.shape)}
-            arr, code = arr_out, "U8"
+            arr, code = np.frombuffer(frame, dtype=np.uint8).copy(), "U8"
         else:
             info[name] = {"encoding": "raw"}
         stored[name] = arr

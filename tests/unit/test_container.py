@@ -87,6 +87,17 @@ def test_compression_shrinks_sparse_int8():
     _assert_same(read_container(packed)[0], {"w": w})
 
 
+def test_tensor_that_zstd_would_grow_is_stored_raw():
+    # A zstd frame costs at least 9 bytes of header and checksum: 3 random bytes only grow.
+    t = {"tiny": np.array([7, -3, 100], np.int8), "zeros": np.zeros(1000, np.int8)}
+    data = write_container(t, SPEC, compress=["tiny", "zeros"])
+    n = struct.unpack("<Q", data[:8])[0]
+    meta = json.loads(json.loads(data[8:8 + n])["__metadata__"]["spark_compress"])
+    assert meta["tensors"]["tiny"] == {"encoding": "raw"}
+    assert meta["tensors"]["zeros"] == {"encoding": "zstd", "dtype": "I8", "shape": [1000]}
+    _assert_same(read_container(data)[0], t)
+
+
 def test_signed_file_reads_without_key():
     data = write_container(_tensors(), SPEC, hmac_key=KEY)
     got, spec = read_container(data)
