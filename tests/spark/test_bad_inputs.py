@@ -532,7 +532,7 @@ def test_hmac_key_set_but_empty_exits_2(spark, capsys, monkeypatch, tmp_path, wo
     assert not out.exists()
 
 
-# ----------------------------------------------------------------------------- all-null data
+# --------------------------------------------------------------- all-null data, quality
 
 
 @pytest.mark.parametrize("arrow_type", [pa.float64(), pa.null()], ids=["double", "untyped"])
@@ -554,9 +554,47 @@ def test_all_null_column_warns_and_round_trips(spark, capsys, tmp_path, arrow_ty
 
     run = _main(capsys, "dequantize_features", ["--input", q, "--output", r])
     assert run.rc == 0, run.err
+    quality = json.loads((r / "report.json").read_text())["input_quality"]
+    assert quality["empty"] == {"null_count": ROWS, "nan_count": 0, "posinf_count": 0,
+                                "neginf_count": 0, "oov_count": 0}
     restored = pq.read_table(r / "data")
     assert restored.column("empty").null_count == ROWS
     assert restored.column("a").to_pylist() == pytest.approx(t.column("a").to_pylist(),
                                                              abs=(max(t["a"].to_pylist())
                                                                   - min(t["a"].to_pylist()))
                                                              / 255)
+
+
+def test_special_values_are_counted_by_both_jobs(spark, capsys, tmp_path):
+    """NaN, infinities, nulls and out-of-vocabulary categories: quantize_features counts them
+    per column and dequantize_features' ``input_quality`` finds the same counts in the codes."""
+    t = _table()
+    a = t.column("a").to_numpy().copy()
+    a[:3], a[3:5], a[5] = np.nan, np.inf, -np.inf
+    mask = np.zeros(ROWS, bool)
+    mask[10:14] = True
+    t = t.set_column(1, "a", pa.array(a, mask=mask))
+    city = t.column("city").to_pylist()
+    rare = min(set(city), key=city.count)
+    conf = _write(tmp_path / "c.toml", BASE_CONF + "[columns.city]\nmax_categories = 2\n")
+    q, r = tmp_path / "q", tmp_path / "r"
+    run = _main(capsys, "quantize_features", ["--input", _parquet(tmp_path, t), "--config", conf,
+                                              "--output", q])
+    assert run.rc == 0, run.err
+    columns = json.loads((q / "report.json").read_text())["columns"]
+    assert {k: columns["a"][k] for k in ("null_count", "nan_count", "posinf_count",
+                                         "neginf_count")} == {
+        "null_count": 4, "nan_count": 3, "posinf_count": 2, "neginf_count": 1}
+    assert columns["city"]["oov_count"] == city.count(rare)
+
+    run = _main(capsys, "dequantize_features", ["--input", q, "--output", r])
+    assert run.rc == 0, run.err
+    quality = json.loads((r / "report.json").read_text())["input_quality"]
+    zero = {"null_count": 0, "nan_count": 0, "posinf_count": 0, "neginf_count": 0,
+            "oov_count": 0}
+    assert quality == {
+        "a": zero | {"null_count": 4, "nan_count": 3, "posinf_count": 2, "neginf_count": 1},
+        "b": zero,
+        "city": zero | {"oov_count": city.count(rare)}}
+    restored = pq.read_table(r / "data")
+    assert restored.column("city").null_count == city.count(rare)
