@@ -250,6 +250,35 @@ def test_rerun_with_same_inputs_is_skipped_before_spark(spark, capsys, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_skipped_rerun_as_a_command_needs_no_java(spark, capsys, tmp_path, small):
+    """The skip decision is made before a JVM is needed: with no Java reachable, the rerun of a
+    finished output still exits 0, while a run that has work to do fails to start Spark."""
+    src, conf = small
+    out = tmp_path / "q"
+    argv = ["--input", str(src), "--config", str(conf), "--output", str(out)]
+    assert _main(capsys, "quantize_features", argv)[0] == 0
+    fp = _report(out)["input_fingerprint"]
+    env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME", "SPARK_HOME")}
+    env |= {"JAVA_HOME": str(tmp_path / "no-java"), "SPARK_HOME": str(tmp_path / "no-spark"),
+            "PATH": os.pathsep.join(p for p in env["PATH"].split(os.pathsep)
+                                    if not (Path(p) / "java").exists())}
+    job = str(REPO / "jobs" / "quantize_features.py")
+
+    r = subprocess.run([sys.executable, job, *argv], capture_output=True, text=True,
+                       timeout=120, env=env, cwd="/")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == {
+        "job": "quantize_features", "status": "skipped", "output": str(out),
+        "input_fingerprint": fp}
+
+    r = subprocess.run([sys.executable, job, *argv[:-1], str(tmp_path / "fresh")],
+                       capture_output=True, text=True, timeout=120, env=env, cwd="/")
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "JAVA_GATEWAY_EXITED" in r.stderr  # it did need Java, and Java was not there
+    assert r.stdout == ""
+    assert not (tmp_path / "fresh").exists()
+
+
 def _edit_config(src, conf, out):
     conf.write_text(conf.read_text() + "# same settings, other bytes\n")
 
