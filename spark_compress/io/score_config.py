@@ -1,0 +1,100 @@
+"""The scoring job's TOML config: one ``[score]`` table, every key optional.
+
+Unknown sections and keys are errors that name the file and the key.
+
+    [score]
+    features = ["f0", "f1"]      # the model's input columns, in order (default: the names the
+                                 # model file records), or one array column name
+    passthrough = ["id"]         # columns copied to the output (default: every input column
+                                 # that is not a feature)
+    method = "auto"              # auto | expression | arrow (spark_compress.spark.score)
+    batch_size = 8192            # rows per forward pass in a Python worker
+    codes = "fold"               # input written by quantize_features: fold | decode
+    prediction_col = "prediction"
+    probability_col = "probability"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from spark_compress.errors import ConfigError
+from spark_compress.io.config import _table, _validated, tomllib
+from spark_compress.io.model_config import _features
+
+METHODS = ("auto", "expression", "arrow")
+CODES = ("fold", "decode")
+
+
+def _columns(v: Any, where: str) -> tuple[str, ...]:
+    if isinstance(v, list) and all(isinstance(x, str) and x for x in v):
+        if len(set(v)) != len(v):
+            raise ConfigError(f"{where}: a column is listed twice.")
+        return tuple(v)
+    raise ConfigError(f"{where}: must be a list of column names. Got {v!r}.")
+
+
+def _choice(options: tuple[str, ...]):
+    def check(v: Any, where: str) -> str:
+        if v not in options:
+            raise ConfigError(f"{where}: must be one of {', '.join(options)}. Got {v!r}.")
+        return v
+    return check
+
+
+def _positive_int(v: Any, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ConfigError(f"{where}: must be an integer >= 1. Got {v!r}.")
+    return v
+
+
+def _name(v: Any, where: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f"{where}: must be a column name. Got {v!r}.")
+    return v
+
+
+_KEYS = {"features": _features, "passthrough": _columns, "method": _choice(METHODS),
+         "batch_size": _positive_int, "codes": _choice(CODES), "prediction_col": _name,
+         "probability_col": _name}
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    features: tuple[str, ...] | str | None = None
+    passthrough: tuple[str, ...] | None = None
+    method: str = "auto"
+    batch_size: int = 8192
+    codes: str = "fold"
+    prediction_col: str = "prediction"
+    probability_col: str = "probability"
+    source: str = "<defaults>"
+
+
+def parse_score_config(doc: Mapping, *, source: str = "<config>") -> ScoreConfig:
+    """Validate a parsed TOML document; ``source`` prefixes every message."""
+    for k in doc:
+        if k != "score":
+            raise ConfigError(f"{source}: unknown section or key '{k}'; allowed: score.")
+    values = _validated(_table(doc, "score", source), _KEYS, "[score]", source)
+    cfg = ScoreConfig(**values, source=source)
+    if cfg.prediction_col == cfg.probability_col:
+        raise ConfigError(f"{source}: [score] prediction_col and probability_col are both "
+                          f"{cfg.prediction_col!r}; give them different names.")
+    return cfg
+
+
+def load_score_config(path: str | Path | None) -> ScoreConfig:
+    """Read and validate a scoring TOML file; ``None`` gives the defaults."""
+    if path is None:
+        return ScoreConfig()
+    p = Path(path)
+    try:
+        doc = tomllib.loads(p.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from e
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from e
+    return parse_score_config(doc, source=str(p))

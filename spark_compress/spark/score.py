@@ -1,0 +1,454 @@
+"""Score a DataFrame with a compressed model file, on float features or on quantized codes.
+
+Two ways to run a model, chosen per model (``method="auto"``) or by the caller:
+
+* ``expression``: a one-layer model (linear, logistic or softmax regression) becomes native Spark
+  SQL expressions, ``sum_j w_jk * x_j + b_k`` and its activation, with the dequantized weights
+  as literals in the query plan. Nothing is broadcast and no row leaves the JVM; this is the
+  fastest way to run a cheap model (the Arrow round trip would cost more than the model).
+* ``arrow``: the model file's raw bytes are broadcast once; an iterator Arrow UDF
+  (``pyspark.sql.functions.arrow_udf``) decodes them once per Python worker (:func:`_scorer`,
+  a small cache keyed by the file's sha256) and scores each Arrow batch with the numpy core in
+  chunks of ``batch_size`` rows, which is independent of Arrow's
+  ``spark.sql.execution.arrow.maxRecordsPerBatch``. Only the feature columns travel to Python.
+
+With a ``codebook`` (the input is the output of ``quantize_features``), each feature column holds
+codes and its dequantization is folded into the first layer
+(:func:`spark_compress.core.scoring.fold_codes`): the float features are never materialised.
+
+Output columns (added to the input's): ``prediction`` (double: the class index for
+classification, the value for a one-output regression, ``array<double>`` for a multi-output
+regression) and, for classification, ``probability`` (``array<double>``, one entry per class;
+``[1 - p, p]`` for a single-output binary model; convert with
+``pyspark.ml.functions.array_to_vector`` where an ML vector is needed).
+
+Invalid rows: a row with a null, NaN or infinite value in any model input (on codes: a null or a
+special code) gets null ``prediction`` and ``probability``, on every path; the job counts them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import resource
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.accumulators import AccumulatorParam
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from spark_compress.core import quantize as Q
+from spark_compress.core import scoring as S
+from spark_compress.core.compress import decompress
+from spark_compress.core.model import Model
+from spark_compress.errors import ConfigError, DataError, FormatError, SchemaError
+from spark_compress.io.codebook import Codebook
+from spark_compress.io.model_file import model_from_bytes
+from spark_compress.io.score_config import METHODS
+from spark_compress.spark.features import INTEGRAL_TYPES, NUMERIC_TYPES, col
+
+# "auto" writes a linear model as SQL expressions up to this many weights; wider ones (e.g.
+# 784 pixels x 10 classes) make generated code the JVM will not compile well.
+MAX_EXPRESSION_WEIGHTS = 4096
+DEFAULT_BATCH_SIZE = 8192
+
+
+# --------------------------------------------------------------------------- the model file
+
+
+@dataclass(frozen=True, eq=False)
+class ModelFile:
+    """A validated model file: its raw ``data``, ``sha256``, spec and the float32 model."""
+
+    data: bytes
+    sha256: str
+    spec: dict
+    model: Model
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(self.model.input_names)
+
+
+def model_file_from_bytes(data: bytes, *, hmac_key: bytes | None = None,
+                          source: str = "the model file") -> ModelFile:
+    """Validate ``data`` (checksum, signature when ``hmac_key`` is given, every spec field and
+    tensor) and decode it; a :class:`FormatError` names ``source`` and the reason."""
+    try:
+        cm, spec = model_from_bytes(bytes(data), hmac_key=hmac_key)
+    except FormatError as e:
+        raise FormatError(f"{source}: {e}") from None
+    return ModelFile(bytes(data), hashlib.sha256(data).hexdigest(), spec, decompress(cm))
+
+
+def load_model_file(path: str | Path, *, hmac_key: bytes | None = None) -> ModelFile:
+    """:func:`model_file_from_bytes` of the file at ``path`` (a directory written by
+    ``compress_model`` is accepted too: its ``model.safetensors`` is read)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.safetensors"
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read the model file {str(p)!r}: {e.strerror or e}") from None
+    return model_file_from_bytes(data, hmac_key=hmac_key, source=str(p))
+
+
+# --------------------------------------------------------------------------- per-worker cache
+
+_CACHE: "OrderedDict[str, S.Scorer]" = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 4
+
+
+def _scorer(key: str, data: Any, quantizers: tuple | None) -> S.Scorer:
+    """The scorer for ``key`` in this Python worker, decoded from ``data`` (a broadcast of the
+    file's bytes, read only on a cache miss) on first use.
+
+    Operating limits: Spark reuses Python workers across tasks
+    (``spark.python.worker.reuse``, on by default), so a model is decoded once per worker
+    process, not per task or batch; a worker Spark stops when idle, or one started after a
+    crash, decodes again. Each entry holds the decoded float32 weights (4 bytes per parameter,
+    plus the folded tables on the codes path); the least recently used of more than
+    ``_CACHE_SIZE`` models is dropped.
+    """
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+            return hit
+    cm, _ = model_from_bytes(data.value if hasattr(data, "value") else data)
+    model = decompress(cm)
+    scorer = S.prepare(model) if quantizers is None else S.fold_codes(model, quantizers)
+    with _CACHE_LOCK:
+        _CACHE[key] = scorer
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return scorer
+
+
+class _MaxParam(AccumulatorParam):
+    """An accumulator of the largest value seen (peak resident memory of the Python workers)."""
+
+    def zero(self, value: int) -> int:
+        return 0
+
+    def addInPlace(self, a: int, b: int) -> int:
+        return max(a, b)
+
+
+def _peak_rss_bytes() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@dataclass(frozen=True)
+class ScoredFrame:
+    """The scored DataFrame and how it was made. ``peak_worker_rss`` (an accumulator) holds the
+    largest resident memory of a Python worker once an action has run (``arrow`` only)."""
+
+    df: DataFrame
+    method: str
+    broadcast_bytes: int
+    features: tuple[str, ...] | str
+    output_cols: tuple[str, ...]
+    peak_worker_rss: Any = None
+
+
+def score_dataframe(df: DataFrame, model: ModelFile, *,
+                    features: Sequence[str] | str | None = None,
+                    codebook: Codebook | None = None, method: str = "auto",
+                    batch_size: int = DEFAULT_BATCH_SIZE, prediction_col: str = "prediction",
+                    probability_col: str = "probability") -> ScoredFrame:
+    """``df`` with prediction columns added (module docstring), lazily.
+
+    ``features``: the input columns in the model's order, or one ``array<numeric>`` column;
+    default: the names the model file records. With ``codebook`` the feature columns hold the
+    integer codes ``quantize_features`` wrote (array columns are not supported there).
+
+    Raises :class:`ConfigError` for a bad method, batch size or a model without recorded inputs
+    when ``features`` is not given, and :class:`SchemaError` naming every missing column, a
+    non-numeric column, a feature that is not in the codebook, or an output column that exists.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"The 'method' parameter must be one of {METHODS}. Got {method!r} "
+                          f"instead.")
+    S._check_batch_size(batch_size)
+    m = model.model
+    if m.embeddings:
+        raise ConfigError("the model has embedding tables; batch scoring takes numeric feature "
+                          "columns only")
+    feats = _features(df, m, features, codebook)
+    out_cols = (prediction_col,) if m.task == "regression" else (prediction_col, probability_col)
+    clash = [c for c in out_cols if c in df.columns]
+    if clash:
+        raise SchemaError(f"the input already has column(s) {clash}; choose other output column "
+                          f"names (prediction_col / probability_col) or drop them first")
+    quantizers = None
+    if codebook is not None:
+        quantizers = tuple(codebook.column(c).encoder for c in feats)
+        S.fold_codes(m, quantizers, names=feats)  # refuses dictionary columns on the driver
+    weights = sum(int(np.size(l.weight)) for l in m.layers)
+    if method == "auto":
+        method = "expression" if (len(m.layers) == 1 and not isinstance(feats, str)
+                                  and weights <= MAX_EXPRESSION_WEIGHTS) else "arrow"
+    if method == "expression":
+        if len(m.layers) != 1 or isinstance(feats, str):
+            raise ConfigError("method 'expression' runs one-layer models over scalar feature "
+                              "columns; use method 'arrow' for MLPs or an array column")
+        out = _score_expression(df, m, feats, quantizers, out_cols)
+        return ScoredFrame(out, "expression", 0, feats, out_cols)
+    return _score_arrow(df, model, feats, quantizers, out_cols, int(batch_size))
+
+
+def _features(df: DataFrame, m: Model, features: Sequence[str] | str | None,
+              codebook: Codebook | None) -> tuple[str, ...] | str:
+    if features is None:
+        if not m.input_names:
+            raise ConfigError("the model file does not record its input columns; give the "
+                              "feature columns (--config [score] features = [...])")
+        features = tuple(m.input_names)
+    types = {f.name: f.dataType for f in df.schema.fields}
+    if isinstance(features, str):
+        if codebook is not None:
+            raise ConfigError("scoring codes needs one column per feature, not an array column")
+        if features not in types:
+            raise SchemaError(f"the model's input column {features!r} is not in the input, "
+                              f"whose columns are: {', '.join(types)}")
+        dt = types[features]
+        if not (isinstance(dt, T.ArrayType) and isinstance(dt.elementType, NUMERIC_TYPES)):
+            hint = (" (an ML vector: convert it with pyspark.ml.functions.vector_to_array)"
+                    if isinstance(dt, T.UserDefinedType) else "")
+            raise SchemaError(f"feature column {features!r} has type {dt.simpleString()}{hint}; "
+                              f"a single feature column must be an array of numbers")
+        return features
+    feats = tuple(features)
+    if len(feats) != m.n_features:
+        raise ConfigError(f"{len(feats)} feature column(s) given but the model takes "
+                          f"{m.n_features}")
+    missing = [c for c in feats if c not in types]
+    if missing:
+        raise SchemaError(f"the model's input column(s) {', '.join(repr(c) for c in missing)} "
+                          f"are not in the input, whose columns are: {', '.join(types)}")
+    want = INTEGRAL_TYPES if codebook is not None else NUMERIC_TYPES
+    bad = [f"{c!r} ({types[c].simpleString()})" for c in feats if not isinstance(types[c], want)]
+    if bad:
+        what = "integer codes (the output of quantize_features)" if codebook else "numeric"
+        raise SchemaError(f"feature column(s) {', '.join(bad)} must be {what}")
+    if codebook is not None:
+        known = {c.name for c in codebook.columns}
+        absent = [c for c in feats if c not in known]
+        if absent:
+            raise SchemaError(f"feature column(s) {absent} are not in the codebook, which "
+                              f"encodes {sorted(known)}; is this the codebook of this data?")
+    return feats
+
+
+# --------------------------------------------------------------------------- expression path
+
+
+def _finite(c: Column) -> Column:
+    return ~F.isnan(c) & (F.abs(c) != F.lit(float("inf")))
+
+
+def _code_term(c: Column, q: Q.AffineQuantizer | Q.QuantileQuantizer, name: str,
+               w: np.ndarray, b_shift: np.ndarray) -> list[Column]:
+    """Per output unit, the contribution of one code column; a null or special code gives NaN
+    (the row is then invalid); a code above qmax fails the query, naming the column."""
+    code = c.cast("int")
+    bad = F.raise_error(F.concat(F.lit(f"column '{name}': code "), code.cast("string"),
+                                 F.lit(f" is above its largest value code {q.qmax}; the data "
+                                       f"does not match its codebook")))
+    nan = F.lit(float("nan"))
+    terms = []
+    for k in range(w.shape[0]):
+        if isinstance(q, Q.AffineQuantizer):
+            value = code.cast("double") * F.lit(float(q.scale * w[k]))
+            b_shift[k] -= q.zero_point * q.scale * w[k]
+        else:
+            table = F.array(*[F.lit(float(v * w[k])) for v in q.values])
+            value = F.element_at(table, code + 1)
+        terms.append(F.when(code.isNull() | (code < 0), nan)
+                     .when(code > q.qmax, bad.cast("double")).otherwise(value))
+    return terms
+
+
+def _activation(z: list[Column], act: str) -> list[Column]:
+    if act == "identity":
+        return z
+    if act == "relu":
+        return [F.greatest(t, F.lit(0.0)) for t in z]
+    if act == "tanh":
+        return [F.tanh(t) for t in z]
+    if act == "sigmoid":
+        return [F.lit(1.0) / (F.lit(1.0) + F.exp(-t)) for t in z]
+    m = F.greatest(*z) if len(z) > 1 else z[0]
+    e = [F.exp(t - m) for t in z]
+    total = e[0]
+    for t in e[1:]:
+        total = total + t
+    return [t / total for t in e]
+
+
+def _score_expression(df: DataFrame, m: Model, feats: tuple[str, ...], quantizers: tuple | None,
+                      out_cols: tuple[str, ...]) -> DataFrame:
+    layer = m.layers[0]
+    w = np.asarray(layer.weight, dtype=np.float64)
+    bias = np.zeros(w.shape[1]) if layer.bias is None else np.asarray(layer.bias, np.float64)
+    bias = bias.copy()
+    z_terms: list[list[Column]] = [[] for _ in range(w.shape[1])]
+    for j, name in enumerate(feats):
+        if quantizers is None:
+            x = col(name).cast("double")
+            for k in range(w.shape[1]):
+                # Every term is kept, zeros too: a null/NaN/inf input must invalidate the row.
+                z_terms[k].append(x * F.lit(float(w[j, k])))
+        else:
+            for k, t in enumerate(_code_term(col(name), quantizers[j], name, w[j], bias)):
+                z_terms[k].append(t)
+    z = []
+    for k, terms in enumerate(z_terms):
+        total = F.lit(float(bias[k]))
+        for t in terms:
+            total = total + t
+        z.append(total)
+    valid = _finite(z[0])
+    for t in z[1:]:
+        valid = valid & _finite(t)
+    outs = _activation(z, layer.activation)
+    return df.select("*", *_outputs(m, outs, valid, out_cols))
+
+
+def _outputs(m: Model, outs: list[Column], valid: Column, out_cols: tuple[str, ...],
+             ) -> list[Column]:
+    null = F.lit(None)
+    if m.task == "regression":
+        value = outs[0] if len(outs) == 1 else F.array(*outs)
+        return [F.when(valid, value).otherwise(null).alias(out_cols[0])]
+    if len(outs) == 1:  # single-output binary: P(class 1)
+        p = outs[0]
+        pred = F.when(p > F.lit(0.5), F.lit(1.0)).otherwise(F.lit(0.0))
+        prob = F.array(F.lit(1.0) - p, p)
+    else:
+        # argmax, the first on ties (as MLlib and numpy): the first branch that matches wins
+        best = F.greatest(*outs)
+        pred = F.when(outs[0] == best, F.lit(0.0))
+        for k in range(1, len(outs)):
+            pred = pred.when(outs[k] == best, F.lit(float(k)))
+        prob = F.array(*outs)
+    return [F.when(valid, pred).otherwise(null).alias(out_cols[0]),
+            F.when(valid, prob).otherwise(null).alias(out_cols[1])]
+
+
+# --------------------------------------------------------------------------- arrow path
+
+
+def _result_type(m: Model) -> T.StructType:
+    if m.task == "regression":
+        pred = T.DoubleType() if m.n_outputs == 1 else T.ArrayType(T.DoubleType(), False)
+        return T.StructType([T.StructField("prediction", pred)])
+    return T.StructType([T.StructField("prediction", T.DoubleType()),
+                         T.StructField("probability", T.ArrayType(T.DoubleType(), False))])
+
+
+def _matrix(cols: tuple, n_features: int, array_input: bool, codes: bool) -> np.ndarray:
+    """One Arrow batch of feature columns as an ``(n, n_features)`` matrix: float32 with NaN for
+    nulls, or int64 codes with -1 for nulls."""
+    if array_input:
+        arr = cols[0]
+        n = len(arr)
+        lengths = arr.value_lengths().fill_null(n_features).to_numpy(zero_copy_only=False)
+        if (lengths != n_features).any():
+            bad = int(lengths[np.argmax(lengths != n_features)])
+            raise DataError(f"an array of length {bad} was found; the model takes "
+                              f"{n_features} features")
+        # Null arrays: their slots are filled with NaN rows.
+        filled = arr.fill_null(pa.scalar([float("nan")] * n_features, arr.type)) \
+            if arr.null_count else arr
+        values = pc.cast(filled.flatten(), pa.float32())
+        return values.to_numpy(zero_copy_only=False).reshape(n, n_features)
+    n = len(cols[0])
+    if codes:
+        x = np.empty((n, n_features), dtype=np.int64)
+        for j, a in enumerate(cols):
+            x[:, j] = (a.fill_null(-1) if a.null_count else a).to_numpy(zero_copy_only=False)
+        return x
+    x = np.empty((n, n_features), dtype=np.float32)
+    for j, a in enumerate(cols):
+        x[:, j] = a.to_numpy(zero_copy_only=False)  # nulls -> NaN for float types
+    return x
+
+
+def _result_array(m: Model, out: np.ndarray, valid: np.ndarray) -> pa.Array:
+    n = out.shape[0]
+    mask = pa.array(~valid)
+    if m.task == "regression":
+        if m.n_outputs == 1:
+            fields = [pa.array(out[:, 0].astype(np.float64), mask=~valid)]
+        else:
+            offsets = pa.array(np.arange(n + 1, dtype=np.int32) * m.n_outputs)
+            fields = [pa.ListArray.from_arrays(offsets, pa.array(out.astype(np.float64).ravel()),
+                                               mask=mask)]
+        return pa.StructArray.from_arrays(fields, names=["prediction"])
+    if m.n_outputs == 1:
+        p = out[:, 0].astype(np.float64)
+        pred = (p > 0.5).astype(np.float64)
+        probs = np.stack([1.0 - p, p], axis=1)
+    else:
+        probs = out.astype(np.float64)
+        pred = np.argmax(np.where(np.isnan(probs), -np.inf, probs), axis=1).astype(np.float64)
+    k = probs.shape[1]
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
+    return pa.StructArray.from_arrays(
+        [pa.array(pred, mask=~valid),
+         pa.ListArray.from_arrays(offsets, pa.array(np.nan_to_num(probs).ravel()), mask=mask)],
+        names=["prediction", "probability"])
+
+
+def _score_arrow(df: DataFrame, model: ModelFile, feats: tuple[str, ...] | str,
+                 quantizers: tuple | None, out_cols: tuple[str, ...],
+                 batch_size: int) -> ScoredFrame:
+    spark = SparkSession.getActiveSession() or df.sparkSession
+    sc = spark.sparkContext
+    bc = sc.broadcast(model.data)
+    peak = sc.accumulator(0, _MaxParam())
+    m = model.model
+    array_input = isinstance(feats, str)
+    codes = quantizers is not None
+    key = model.sha256 + ("" if quantizers is None else
+                          ":" + hashlib.sha256(repr(quantizers).encode()).hexdigest())
+    nf = m.n_features
+    rtype = _result_type(m)
+
+    @F.arrow_udf(rtype)
+    def predict(batches: Iterator[tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
+        scorer = _scorer(key, bc, quantizers)
+        for cols in batches:
+            cols = cols if isinstance(cols, tuple) else (cols,)
+            x = _matrix(cols, nf, array_input, codes)
+            if codes:
+                out, valid = S.score_codes(scorer, x, batch_size=batch_size)
+            else:
+                out, valid = S.score(scorer, x, batch_size=batch_size)
+            result = _result_array(m, out, valid)
+            if len(result) != len(cols[0]):  # pragma: no cover - a broken invariant
+                raise RuntimeError(f"scored {len(result)} rows for a batch of {len(cols[0])}")
+            yield result
+        peak.add(_peak_rss_bytes())
+
+    inputs = [col(feats)] if array_input else [col(c) for c in feats]
+    tmp = "__spark_compress_score"
+    scored = df.withColumn(tmp, predict(*inputs))
+    fields = ["prediction"] if m.task == "regression" else ["prediction", "probability"]
+    out = scored.select(*[col(c) for c in df.columns],
+                        *[F.col(f"{tmp}.{f}").alias(o) for f, o in zip(fields, out_cols)])
+    return ScoredFrame(out, "arrow", len(model.data), feats, out_cols, peak)
