@@ -259,7 +259,7 @@ def test_skipped_rerun_as_a_command_needs_no_java(spark, capsys, tmp_path, small
     assert _main(capsys, "quantize_features", argv)[0] == 0
     fp = _report(out)["input_fingerprint"]
     env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME", "SPARK_HOME")}
-    env |= {"JAVA_HOME": str(tmp_path / "no-java"), "SPARK_HOME": str(tmp_path / "no-spark"),
+    env |= {"JAVA_HOME": str(tmp_path / "no-java"),
             "PATH": os.pathsep.join(p for p in env["PATH"].split(os.pathsep)
                                     if not (Path(p) / "java").exists())}
     job = str(REPO / "jobs" / "quantize_features.py")
