@@ -1,5 +1,6 @@
 """Daily spark-compress pipeline for Apache Airflow: quantize the day's features, compress the
-fraud model against the day's labelled rows, score the day's rows with the compressed model.
+fraud model against the day's labelled rows, score the day's quantized rows with the compressed
+model (the codes are scored directly: dequantization is folded into the model's first layer).
 
     quantize_features  ->  compress_model  ->  score
 
@@ -89,7 +90,6 @@ with DAG(
         ],
     )
 
-    # jobs/score.py: --model FILE --input PATH --output PATH [--config FILE.toml]
     score = SparkSubmitOperator(
         task_id="score",
         conn_id=CONN_ID,
@@ -97,11 +97,12 @@ with DAG(
         conf=SPARK_CONF,
         application_args=[
             "--model", f"{OUT}/model/{DS}/model.safetensors",
-            "--input", f"{DATA}/creditcard/{DS}",
+            "--input", f"{OUT}/features/{DS}",
             "--output", f"{OUT}/scores/{DS}",
         ],
     )
 
-    # quantize_features reads and checks the day's input first (the cheapest full pass): a bad
-    # delivery stops the run with exit 2 before the model is compressed and anything is scored.
+    # score reads both upstream outputs. quantize_features runs first: it reads and checks the
+    # day's input (the cheapest full pass), so a bad delivery stops the run with exit 2 before
+    # the model is compressed.
     quantize >> compress >> score

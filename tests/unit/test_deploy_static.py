@@ -33,13 +33,13 @@ FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 
 @functools.cache
 def _parser(job: str):
-    """``jobs/<job>.py``'s ``build_parser()``, or None when the job has none (yet)."""
+    """``jobs/<job>.py``'s ``build_parser()`` (every job has one: schedulers and these tests
+    check arguments with it, without Spark)."""
     path = REPO / "jobs" / f"{job}.py"
     spec = importlib.util.spec_from_file_location(f"static_job_{job}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    build = getattr(module, "build_parser", None)
-    return build() if build is not None else None
+    return module.build_parser()
 
 
 def _options(job: str) -> set[str]:
@@ -47,10 +47,10 @@ def _options(job: str) -> set[str]:
 
 
 def test_every_job_builds_its_parser_without_spark():
-    for path in sorted((REPO / "jobs").glob("*.py")):
-        if path.stem == "score" and _parser("score") is None:
-            continue  # being written (issue #4); the DAG test below checks its path only
-        assert {"--output", "--overwrite", "--log-level"} <= _options(path.stem), path.name
+    jobs = sorted(p.stem for p in (REPO / "jobs").glob("*.py"))
+    assert {"quantize_features", "dequantize_features", "compress_model", "score"} <= set(jobs)
+    for job in jobs:
+        assert {"--output", "--overwrite", "--log-level"} <= _options(job), job
 
 
 # ------------------------------------------------------------------ a small YAML subset
@@ -302,8 +302,6 @@ def _check_command(line: str, source: str) -> str:
     m = re.search(r"jobs/(\w+)\.py(.*)$", line)
     job, rest = m.group(1), m.group(2)
     assert (REPO / "jobs" / f"{job}.py").is_file(), f"{source}: no job jobs/{job}.py: {line}"
-    parser = _parser(job)
-    assert parser is not None, f"{source}: jobs/{job}.py has no build_parser()"
     unknown = sorted(set(FLAG.findall(rest)) - _options(job))
     assert unknown == [], f"{source}: jobs/{job}.py does not accept {unknown}: {line}"
     return job
@@ -389,21 +387,9 @@ def test_dag_tasks_run_real_jobs_with_accepted_options(dag):
         if "--config" in values:
             config = Path(values["--config"])
             assert config.parent == REPO / "conf" and config.is_file(), config
-        if job == "score" and not application.is_file():
-            # jobs/score.py is being written (issue #4) against the interface
-            # `--model FILE --input PATH --output PATH [--config FILE.toml]`: until it lands,
-            # its path and that interface are what can be checked.
-            assert application == REPO / "jobs" / "score.py"
-            assert sorted(values) == ["--input", "--model", "--output"]
-            continue
         assert application.is_file(), application
-        parser = _parser(job)
-        if parser is None:
-            # A score.py without build_parser(): its flags are checked against its --help
-            # output by tests/spark/test_job_cli.py instead; the path is real.
-            continue
         assert set(FLAG.findall(" ".join(args))) <= _options(job), job
-        parsed = parser.parse_args(args)  # required options present, values well formed
+        parsed = _parser(job).parse_args(args)  # required options present, values well formed
         assert parsed.output == values["--output"]
 
 
@@ -448,6 +434,16 @@ def test_dag_dependencies_are_quantize_then_compress_then_score(dag):
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.BinOp):
             chain(node.value)
     assert edges == {("quantize", "compress"), ("compress", "score")}
+
+
+def test_dag_score_reads_what_its_upstream_tasks_write(dag):
+    """score's --model is compress_model's output file and its --input quantize_features'
+    output (codes scored directly), both for the same run date."""
+    args = {var: dict(zip(*[iter([_render(a) for a in kw["application_args"].elts])] * 2))
+            for var, kw in _tasks(dag).items()}
+    assert args["score"]["--model"] == args["compress"]["--output"] + "/model.safetensors"
+    assert args["score"]["--input"] == args["quantize"]["--output"]
+    assert args["compress"]["--eval-data"] == args["quantize"]["--input"]
 
 
 def test_dag_schedule_is_daily_without_catchup(dag):
