@@ -2,6 +2,9 @@
 the culprit (file, column, key or type), prints nothing on stdout and leaves nothing at
 ``--output`` (no directory, no staging directory next to it).
 
+``jobs/score.py`` is covered for its model file (truncated, foreign, empty, missing, and signed
+with ``SPARK_COMPRESS_HMAC_KEY``: wrong key, unsigned, payload or header tampered).
+
 The cases complement ``test_jobs.py`` (unknown ``[defaults]`` key, ``bits = 3``, a misspelt
 column, an unconfigured string, a missing input, an empty Parquet file, a nested column, a missing
 config, a bad ``--input-option``, an unfinished or checksum-broken codebook, Brotli input) and
@@ -17,8 +20,8 @@ columns the house style says warn rather than fail.
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -38,6 +41,8 @@ ROWS = 240
 FEATURES = ["f0", "f1", "f2", "f3"]
 BASE_CONF = ('[job]\npassthrough = ["id"]\n[defaults]\nmethod = "minmax"\nbits = 8\n'
              'strings = "dictionary"\n')
+HMAC_ENV = "SPARK_COMPRESS_HMAC_KEY"
+SIGNING_KEY = "the-right-key"
 MODEL_CONF = ('[plan]\nquantize = "int8"\n[eval]\nlabel = "label"\n'
               'features = ["f0", "f1", "f2", "f3"]\n')
 
@@ -113,9 +118,23 @@ def world(spark, tmp_path_factory) -> dict[str, Path]:
     df = VectorAssembler(inputCols=FEATURES, outputCol="features").transform(
         spark.read.parquet(eval_data.as_uri()))
     SparkLR(maxIter=5).fit(df).write().save((root / "lr-mllib").as_uri())
+
+    model_conf = _write(root / "m.toml", MODEL_CONF)
+    compress = ["--model", str(root / "lr.skops"), "--config", str(model_conf), "--eval-data",
+                str(eval_data), "--output"]
+    previous = os.environ.pop(HMAC_ENV, None)
+    try:
+        assert _job("compress_model").main(compress + [str(root / "cm")]) == 0
+        os.environ[HMAC_ENV] = SIGNING_KEY
+        assert _job("compress_model").main(compress + [str(root / "cm-signed")]) == 0
+    finally:
+        os.environ.pop(HMAC_ENV, None)
+        if previous is not None:
+            os.environ[HMAC_ENV] = previous
     return {"src": src, "conf": conf, "q": q, "skops": root / "lr.skops", "npz": root / "lr.npz",
-            "mllib": root / "lr-mllib", "eval": eval_data,
-            "model_conf": _write(root / "m.toml", MODEL_CONF)}
+            "mllib": root / "lr-mllib", "eval": eval_data, "model_conf": model_conf,
+            "compressed": root / "cm" / "model.safetensors",
+            "signed": root / "cm-signed" / "model.safetensors"}
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -530,6 +549,106 @@ def test_hmac_key_set_but_empty_exits_2(spark, capsys, monkeypatch, tmp_path, wo
         "compress_model: error: environment variable SPARK_COMPRESS_HMAC_KEY is set but empty; "
         "unset it or set it to the HMAC key"]
     assert not out.exists()
+
+
+# -------------------------------------------------------------------- score: the model file
+# jobs/score.py's own tests cover a checksum-breaking edit, a missing feature column and an
+# unknown [score] key; these add truncated and foreign files and the HMAC signature.
+# A case returns (model file, key in SPARK_COMPRESS_HMAC_KEY or None, fragments).
+
+
+def s_truncated(tmp, w):
+    bad = tmp / "model.safetensors"
+    data = w["compressed"].read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    return bad, None, [str(bad)]
+
+
+def s_not_a_model(tmp, w):
+    return w["skops"], None, [str(w["skops"])]
+
+
+def s_empty_file(tmp, w):
+    bad = tmp / "model.safetensors"
+    bad.write_bytes(b"")
+    return bad, None, [str(bad)]
+
+
+def s_signed_wrong_key(tmp, w):
+    return w["signed"], "another-key", [str(w["signed"]), "hmac_key is wrong"]
+
+
+def s_unsigned_but_key_set(tmp, w):
+    return w["compressed"], SIGNING_KEY, [str(w["compressed"]), "signature"]
+
+
+def s_signed_payload_tampered(tmp, w):
+    bad = tmp / "model.safetensors"
+    data = bytearray(w["signed"].read_bytes())
+    data[-5] ^= 0x01
+    bad.write_bytes(bytes(data))
+    return bad, SIGNING_KEY, [str(bad), "payload checksum mismatch", "tampered"]
+
+
+def s_signed_header_tampered(tmp, w):
+    """The JSON header edited (one character of the plan) and the length kept: the signature
+    no longer matches."""
+    bad = tmp / "model.safetensors"
+    data = w["signed"].read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = data[8:8 + n]
+    assert b"int8" in header
+    bad.write_bytes(data[:8] + header.replace(b"int8", b"int4", 1) + data[8 + n:])
+    return bad, SIGNING_KEY, [str(bad), "signature mismatch"]
+
+
+def s_missing(tmp, w):
+    missing = tmp / "nope" / "model.safetensors"
+    return missing, None, [str(missing)]
+
+
+SCORE_BAD = {
+    "truncated": s_truncated,
+    "not-a-model-file": s_not_a_model,
+    "empty-file": s_empty_file,
+    "missing": s_missing,
+    "hmac-wrong-key": s_signed_wrong_key,
+    "hmac-unsigned-but-key-set": s_unsigned_but_key_set,
+    "hmac-payload-tampered": s_signed_payload_tampered,
+    "hmac-header-tampered": s_signed_header_tampered,
+}
+
+
+@pytest.mark.parametrize("case", list(SCORE_BAD))
+def test_score_refuses_a_bad_model_file(spark, capsys, monkeypatch, tmp_path, world, case):
+    model, key, expected = SCORE_BAD[case](tmp_path, world)
+    if key is None:
+        monkeypatch.delenv(HMAC_ENV, raising=False)
+    else:
+        monkeypatch.setenv(HMAC_ENV, key)
+    results = tmp_path / "results"
+    results.mkdir()
+    out = results / "out"
+    run = _main(capsys, "score", ["--model", model, "--input", world["eval"], "--output", out])
+
+    assert run.rc == 2, run.err[-3000:]
+    lines = run.err.strip().splitlines()
+    assert len(lines) == 1, run.err[-3000:]
+    assert lines[0].startswith("score: error: "), lines[0]
+    missing = [f for f in expected if f not in lines[0]]
+    assert missing == [], lines[0]
+    assert run.out == ""
+    assert sorted(p.name for p in results.iterdir()) == []
+
+
+def test_score_accepts_the_signed_file_with_the_right_key(spark, capsys, monkeypatch, tmp_path,
+                                                         world):
+    monkeypatch.setenv(HMAC_ENV, SIGNING_KEY)
+    out = tmp_path / "out"
+    run = _main(capsys, "score", ["--model", world["signed"], "--input", world["eval"],
+                                  "--output", out])
+    assert run.rc == 0, run.err
+    assert json.loads((out / "report.json").read_text())["rows_out"] == ROWS
 
 
 # --------------------------------------------------------------- all-null data, quality
