@@ -87,6 +87,7 @@ bench: venv java data
 
 # For users with Docker; see docker-compose.yml. Not used by tests or CI.
 cluster-up:
+	mkdir -p data
 	docker compose up -d --build
 
 cluster-down:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
 # The hostname resolves to a non-loopback address on these machines.
 os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+# Python workers run this interpreter (the venv's), also when pytest is run without make.
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
 @pytest.fixture(scope="session")

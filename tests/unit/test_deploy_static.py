@@ -269,11 +269,6 @@ def test_compose_mounts_conf_and_jobs_from_the_repo(compose):
             assert source in hosts or source in named, volume
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "./data is bind-mounted but not in the repository, not created by `make cluster-up` and "
-    "not in .gitignore: Docker then creates it owned by root, and data copied there (as the "
-    "docker-compose.yml comment says) shows up in `git status`. Fix: `mkdir -p data` in the "
-    "Makefile's cluster-up target and `data/` in .gitignore."))
 def test_every_bind_mount_exists_or_is_made_and_ignored(compose):
     makefile = (REPO / "Makefile").read_text(encoding="utf-8")
     cluster_up = re.search(r"^cluster-up:.*?(?=^\S)", makefile + "\nEND", flags=re.M | re.S)
