@@ -14,8 +14,9 @@ So the float features are never materialised; the result equals scoring the deco
 float32 rounding (the folded parameters are computed in float64, then stored as float32).
 
 The invalid-row rule, the same on both paths: a row with a null, NaN or infinite value in any
-model input (on the codes path: a null code or a special code, NaN -1, +inf -2, -inf -3) gets no
-score: its outputs are NaN and ``valid`` is False for it. Callers turn that into null.
+model input (on the codes path: a null code, a special code, NaN -1, +inf -2, -inf -3, or a code
+above the column's range, which only data that does not match its codebook holds) gets no score:
+its outputs are NaN and ``valid`` is False for it. Callers turn that into null and count it.
 """
 
 from __future__ import annotations
@@ -166,8 +167,7 @@ def score_codes(scorer: Scorer, codes: np.ndarray, *, batch_size: int = 4096,
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Outputs and ``valid`` of integer ``codes`` (``(n, n_features)``) for a scorer made by
     :func:`fold_codes`. A null code must be given as any negative value (e.g. -1): rows holding
-    a negative code are not scored. A code above a column's ``qmax`` raises :class:`DataError`
-    naming the column index: the data does not match its codebook.
+    a negative code, or a code above its column's ``qmax``, are not scored.
     """
     fold = scorer.fold
     if fold is None:
@@ -178,13 +178,8 @@ def score_codes(scorer: Scorer, codes: np.ndarray, *, batch_size: int = 4096,
     if c.ndim != 2 or c.shape[1] != scorer.n_features or not np.issubdtype(c.dtype, np.integer):
         raise DataError(f"codes must be integers of shape (n, {scorer.n_features}); got "
                         f"{c.dtype} {c.shape}")
-    over = c > fold.qmax
-    if over.any():
-        j = int(np.argmax(over.any(axis=0)))
-        raise DataError(f"input {j} holds code {int(c[over[:, j], j][0])} above its largest "
-                        f"value code {int(fold.qmax[j])}: the data does not match its codebook")
     n = c.shape[0]
-    valid = (c >= 0).all(axis=1)
+    valid = ((c >= 0) & (c <= fold.qmax)).all(axis=1)
     out = np.full((n, scorer.n_outputs), np.nan, dtype=np.float32)
     rows = c if valid.all() else c[valid]
     res = np.empty((rows.shape[0], scorer.n_outputs), dtype=np.float32)

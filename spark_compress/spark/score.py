@@ -22,8 +22,9 @@ regression) and, for classification, ``probability`` (``array<double>``, one ent
 ``[1 - p, p]`` for a single-output binary model; convert with
 ``pyspark.ml.functions.array_to_vector`` where an ML vector is needed).
 
-Invalid rows: a row with a null, NaN or infinite value in any model input (on codes: a null or a
-special code) gets null ``prediction`` and ``probability``, on every path; the job counts them.
+Invalid rows: a row with a null, NaN or infinite value in any model input (on codes: a null code,
+a special code, or a code outside the codebook's range) gets null ``prediction`` and
+``probability``, on every path; the job counts them (``invalid_rows``).
 """
 
 from __future__ import annotations
@@ -260,25 +261,21 @@ def _finite(c: Column) -> Column:
     return ~F.isnan(c) & (F.abs(c) != F.lit(float("inf")))
 
 
-def _code_term(c: Column, q: Q.AffineQuantizer | Q.QuantileQuantizer, name: str,
-               w: np.ndarray, b_shift: np.ndarray) -> list[Column]:
-    """Per output unit, the contribution of one code column; a null or special code gives NaN
-    (the row is then invalid); a code above qmax fails the query, naming the column."""
+def _code_term(c: Column, q: Q.AffineQuantizer | Q.QuantileQuantizer, w: np.ndarray,
+               b_shift: np.ndarray) -> list[Column]:
+    """Per output unit, the contribution of one code column; a null code, a special (negative)
+    code or one above ``qmax`` gives null, which makes the row invalid."""
     code = c.cast("int")
-    bad = F.raise_error(F.concat(F.lit(f"column '{name}': code "), code.cast("string"),
-                                 F.lit(f" is above its largest value code {q.qmax}; the data "
-                                       f"does not match its codebook")))
-    nan = F.lit(float("nan"))
+    ok = code.between(0, q.qmax)
     terms = []
     for k in range(w.shape[0]):
         if isinstance(q, Q.AffineQuantizer):
-            value = code.cast("double") * F.lit(float(q.scale * w[k]))
+            value = code * F.lit(float(q.scale * w[k]))
             b_shift[k] -= q.zero_point * q.scale * w[k]
         else:
             table = F.array(*[F.lit(float(v * w[k])) for v in q.values])
             value = F.element_at(table, code + 1)
-        terms.append(F.when(code.isNull() | (code < 0), nan)
-                     .when(code > q.qmax, bad.cast("double")).otherwise(value))
+        terms.append(F.when(ok, value))
     return terms
 
 
@@ -313,7 +310,7 @@ def _score_expression(df: DataFrame, m: Model, feats: tuple[str, ...], quantizer
                 # Every term is kept, zeros too: a null/NaN/inf input must invalidate the row.
                 z_terms[k].append(x * F.lit(float(w[j, k])))
         else:
-            for k, t in enumerate(_code_term(col(name), quantizers[j], name, w[j], bias)):
+            for k, t in enumerate(_code_term(col(name), quantizers[j], w[j], bias)):
                 z_terms[k].append(t)
     z = []
     for k, terms in enumerate(z_terms):
@@ -360,32 +357,23 @@ def _result_type(m: Model) -> T.StructType:
                          T.StructField("probability", T.ArrayType(T.DoubleType(), False))])
 
 
-def _matrix(cols: tuple, n_features: int, array_input: bool, codes: bool) -> np.ndarray:
-    """One Arrow batch of feature columns as an ``(n, n_features)`` matrix: float32 with NaN for
-    nulls, or int64 codes with -1 for nulls."""
-    if array_input:
-        arr = cols[0]
-        n = len(arr)
-        lengths = arr.value_lengths().fill_null(n_features).to_numpy(zero_copy_only=False)
-        if (lengths != n_features).any():
-            bad = int(lengths[np.argmax(lengths != n_features)])
-            raise DataError(f"an array of length {bad} was found; the model takes "
-                              f"{n_features} features")
-        # Null arrays: their slots are filled with NaN rows.
-        filled = arr.fill_null(pa.scalar([float("nan")] * n_features, arr.type)) \
-            if arr.null_count else arr
-        values = pc.cast(filled.flatten(), pa.float32())
-        return values.to_numpy(zero_copy_only=False).reshape(n, n_features)
-    n = len(cols[0])
+def _matrix(arr: pa.Array, n_features: int, codes: bool) -> np.ndarray:
+    """One Arrow batch of the packed feature column (a list per row) as an ``(n, n_features)``
+    matrix: float32 with NaN for nulls, or int64 codes with -1 for nulls."""
+    n = len(arr)
+    lengths = arr.value_lengths().fill_null(n_features).to_numpy(zero_copy_only=False)
+    if (lengths != n_features).any():
+        bad = int(lengths[np.argmax(lengths != n_features)])
+        raise DataError(f"an array of length {bad} was found; the model takes {n_features} "
+                        f"features")
+    if arr.null_count:  # a null array: a row of nulls
+        arr = arr.fill_null(pa.scalar([None] * n_features, arr.type))
+    values = arr.flatten()
     if codes:
-        x = np.empty((n, n_features), dtype=np.int64)
-        for j, a in enumerate(cols):
-            x[:, j] = (a.fill_null(-1) if a.null_count else a).to_numpy(zero_copy_only=False)
-        return x
-    x = np.empty((n, n_features), dtype=np.float32)
-    for j, a in enumerate(cols):
-        x[:, j] = a.to_numpy(zero_copy_only=False)  # nulls -> NaN for float types
-    return x
+        values = values.fill_null(-1) if values.null_count else values
+        return values.to_numpy(zero_copy_only=False).astype(np.int64).reshape(n, n_features)
+    values = pc.cast(values, pa.float32())
+    return values.to_numpy(zero_copy_only=False).reshape(n, n_features)  # nulls -> NaN
 
 
 def _result_array(m: Model, out: np.ndarray, valid: np.ndarray) -> pa.Array:
@@ -430,24 +418,28 @@ def _score_arrow(df: DataFrame, model: ModelFile, feats: tuple[str, ...] | str,
     rtype = _result_type(m)
 
     @F.arrow_udf(rtype)
-    def predict(batches: Iterator[tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
+    def predict(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         scorer = _scorer(key, bc, quantizers)
-        for cols in batches:
-            cols = cols if isinstance(cols, tuple) else (cols,)
-            x = _matrix(cols, nf, array_input, codes)
+        for arr in batches:
+            x = _matrix(arr, nf, codes)
             if codes:
                 out, valid = S.score_codes(scorer, x, batch_size=batch_size)
             else:
                 out, valid = S.score(scorer, x, batch_size=batch_size)
             result = _result_array(m, out, valid)
-            if len(result) != len(cols[0]):  # pragma: no cover - a broken invariant
-                raise RuntimeError(f"scored {len(result)} rows for a batch of {len(cols[0])}")
+            if len(result) != len(arr):  # pragma: no cover - a broken invariant
+                raise RuntimeError(f"scored {len(result)} rows for a batch of {len(arr)}")
             yield result
         peak.add(_peak_rss_bytes())
 
-    inputs = [col(feats)] if array_input else [col(c) for c in feats]
+    # The features travel as one packed array column: Arrow moves one list column to Python
+    # much faster than many scalar columns (SPARK_NOTES: 5.5 s against 7.2 s for 32 columns).
+    if array_input:
+        packed = col(feats)
+    else:
+        packed = F.array(*[col(c).cast("int" if codes else "float") for c in feats])
     tmp = "__spark_compress_score"
-    scored = df.withColumn(tmp, predict(*inputs))
+    scored = df.withColumn(tmp, predict(packed))
     fields = ["prediction"] if m.task == "regression" else ["prediction", "probability"]
     out = scored.select(*[col(c) for c in df.columns],
                         *[F.col(f"{tmp}.{f}").alias(o) for f, o in zip(fields, out_cols)])

@@ -105,11 +105,11 @@ def test_special_and_null_codes_are_not_scored_like_their_decoded_floats():
     np.testing.assert_allclose(c_out[0], f_out[0], atol=2e-6)
 
 
-def test_codes_above_qmax_and_dictionary_inputs_are_refused():
+def test_codes_above_qmax_are_invalid_and_dictionary_inputs_are_refused():
     rng = np.random.default_rng(4)
     model, qs = mlp(rng), _quantizers()
-    with pytest.raises(DataError, match=r"input 2 holds code 4 above its largest value code 3"):
-        score_codes(fold_codes(model, qs), np.array([[0, 0, 4]]))
+    _, valid = score_codes(fold_codes(model, qs), np.array([[0, 0, 4], [0, 16, 3], [0, 0, 3]]))
+    assert valid.tolist() == [False, False, True]  # 4 > qmax 3 of input 2, 16 > 15 of input 1
     d = Q.choose_dictionary(["a", "b"], [5, 3], max_categories=10)
     with pytest.raises(ConfigError, match=r"model input 'c' is encoded with DictionaryEncoder"):
         fold_codes(model, [qs[0], qs[1], d], names=["a", "b", "c"])
