@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -118,6 +118,12 @@ class Cluster:
     conf_dir: Path
     log_dir: Path
     _submits: int = 0
+    # The running daemons by name ("master", "worker-0", ...), their command lines and
+    # environment: what the fault helpers below and :meth:`restart_worker` need. The fixture fills
+    # them; a restart replaces the Popen in place, so the fixture's teardown stops the new one.
+    daemons: dict[str, subprocess.Popen] = field(default_factory=dict)
+    daemon_commands: dict[str, list[str]] = field(default_factory=dict)
+    daemon_env: dict[str, str] = field(default_factory=dict)
 
     def state(self) -> dict[str, Any]:
         """The master's JSON status: ``workers``, ``aliveworkers``, ``activeapps``,
@@ -162,6 +168,91 @@ class Cluster:
         if timed_out:
             pytest.fail(f"killed after {timeout:.0f} s:\n{run.describe()}")
         return run
+
+    # ------------------------------------------------------------------ faults (test_faults.py)
+
+    def worker_names(self) -> list[str]:
+        return sorted(n for n in self.daemons if n.startswith("worker-"))
+
+    def executor_pids(self, worker: str) -> list[int]:
+        """PIDs of the executor JVMs (``CoarseGrainedExecutorBackend``) that ``worker`` runs now:
+        its direct children, so executors of other engineers' clusters are never matched."""
+        return self._descendants(worker)[0]
+
+    def pyspark_daemon_pids(self, worker: str) -> list[int]:
+        """PIDs of the ``pyspark.daemon`` processes that ``worker``'s executors started (one
+        per executor, from its first Python task on)."""
+        return self._descendants(worker)[1]
+
+    def python_worker_pids(self, worker: str) -> list[int]:
+        """PIDs of the Python workers under ``worker``'s executors: the processes each
+        ``pyspark.daemon`` forks to run tasks (a fork keeps the daemon's command line). One
+        exists from the start of a Python task and is reused by later tasks."""
+        return self._descendants(worker)[2]
+
+    def _descendants(self, worker: str) -> tuple[list[int], list[int], list[int]]:
+        """Executors, pyspark daemons and Python workers under ``worker``, from one ``/proc``
+        snapshot."""
+        procs = processes()
+        parent = self.daemons[worker].pid
+        executors = [p.pid for p in procs
+                     if p.ppid == parent and "CoarseGrainedExecutorBackend" in p.cmdline]
+        daemons = [p.pid for p in procs if p.ppid in executors and "pyspark" in p.cmdline]
+        forks = [p.pid for p in procs if p.ppid in daemons and "pyspark" in p.cmdline]
+        return executors, daemons, forks
+
+    def restart_worker(self, name: str) -> None:
+        """Start worker ``name`` again with its original command, work dir and log (appended),
+        once its old process is gone; return when the master lists :data:`WORKERS` ALIVE
+        workers, one of them new. Fails the test after :data:`REGISTRATION_TIMEOUT`."""
+        old = self.daemons[name]
+        if old.poll() is None:
+            old.kill()
+        old.wait(timeout=STOP_GRACE)
+        known = {w["id"] for w in self.state().get("workers", [])}
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "ab") as log:
+            self.daemons[name] = subprocess.Popen(
+                self.daemon_commands[name], env=self.daemon_env, cwd=self.log_dir.parent,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + REGISTRATION_TIMEOUT
+        alive: list[dict] = []
+        while time.monotonic() < deadline:
+            if self.daemons[name].poll() is not None:
+                pytest.fail(f"restarted {name} exited with {self.daemons[name].returncode}:\n"
+                            f"{tail(log_path)}")
+            alive = [w for w in self.state().get("workers", []) if w.get("state") == "ALIVE"]
+            if len(alive) == WORKERS and any(w["id"] not in known for w in alive):
+                return
+            time.sleep(1.0)
+        pytest.fail(f"restarted {name} did not register within {REGISTRATION_TIMEOUT:.0f} s: "
+                    f"ALIVE workers {[w['id'] for w in alive]}\n{tail(log_path)}")
+
+
+@dataclass(frozen=True)
+class Proc:
+    """One process from ``/proc``: its PID, parent PID and command line (NULs as spaces)."""
+
+    pid: int
+    ppid: int
+    cmdline: str
+
+
+def processes() -> list[Proc]:
+    """Every process visible in ``/proc`` now; those that exit while being read are skipped."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmdline = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        # The command name in field 2 may hold spaces and parentheses: split after the last ")".
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        out.append(Proc(int(d.name), ppid, cmdline.strip()))
+    return out
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
@@ -231,7 +322,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
             "--webui-port", str(ui)]
     env = spark_env(SPARK_CONF_DIR=str(daemon_conf))
     c = Cluster(master_url, f"http://{HOST}:{webui}", tuple(work_dirs), REPO / "conf", log_dir)
-    procs: dict[str, subprocess.Popen] = {}
+    procs: dict[str, subprocess.Popen] = c.daemons
+    c.daemon_commands.update(commands)
+    c.daemon_env.update(env)
     logs: dict[str, Path] = {}
     with ExitStack() as files:
         try:

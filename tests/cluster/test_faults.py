@@ -1,0 +1,323 @@
+"""Faults on a real standalone cluster: processes killed by PID while ``quantize_features`` runs.
+
+The job runs through ``spark-submit`` on the credit-card fraud table (284,807 rows x 31 columns)
+with ``conf/creditcard.toml``, read from :data:`FILES` Parquet files with one Spark partition per
+file, so every stage has several tasks on each of the two 1-core executors. The Python workers
+start with the first task of the quantile fit (the ``Amount`` column is a ``percentile``
+column), half-way through the job: each fault waits for that moment, so it lands mid-job, in a
+running task.
+
+What Spark promises and the tests check: a task that fails is retried (``spark.task.maxFailures``,
+4 on a cluster), also on another executor, and an executor that is lost has its tasks re-run,
+so one fault does not fail the job, and the output equals a clean run's: the same codebook bytes,
+the same report figures, the same rows (compared as multisets; the job promises no row order).
+With ``spark.task.maxFailures=1`` the same fault fails the job: exit 1, and the output that was
+there before is left as it was, with no staging directory beside it.
+
+Known product bug: ``report.json``'s per-column ``rmse`` is not deterministic in its last bits
+(``evaluate_features`` adds the partitions' float sums in shuffle-arrival order), so it is compared
+within :data:`RMSE_TOLERANCE`; every other figure, the codebook bytes and the rows are exact.
+
+Killing a worker daemon leaves the session's cluster with one worker: the test restarts it
+(:meth:`Cluster.restart_worker`), also when it fails, so the module order does not matter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from spark_compress.datasets import ensure
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
+QUANTIZE = "jobs/quantize_features.py"
+CONFIG = REPO / "conf" / "creditcard.toml"
+CREDITCARD_ROWS = 284_807
+FILES = 8
+# One partition per input file: files (about 9.5 MB) are never split below 16 MB, and the
+# opening cost charged per file keeps Spark from packing two files into one partition.
+PARTITIONING = {"spark.sql.files.maxPartitionBytes": "16m",
+                "spark.sql.files.openCostInBytes": "16m"}
+FAULT_TIMEOUT = 300.0  # the machine is shared: the job may take minutes to reach its Python tasks
+POLL = 0.05
+EXIT_TIMEOUT = 60.0
+# Figures of report.json that name the run and its arguments (the fingerprint covers --output)
+# rather than describe the output.
+RUN_FIELDS = ("run_id", "output", "input_fingerprint")
+RMSE_TOLERANCE = 1e-12  # relative; measured differences are 1-2 ulp (2e-16)
+
+
+# ---------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="module")
+def creditcard(workdir: Path) -> Path:
+    """The credit-card CSV as :data:`FILES` zstd Parquet files of consecutive rows."""
+    table = pacsv.read_csv(ensure("creditcard"))
+    assert table.num_rows == CREDITCARD_ROWS
+    path = workdir / "creditcard"
+    path.mkdir()
+    step = -(-table.num_rows // FILES)
+    for i in range(FILES):
+        pq.write_table(table.slice(i * step, step), path / f"part-{i:02d}.parquet",
+                       compression="zstd")
+    return path
+
+
+def quantize(cluster, creditcard: Path, out: Path, *extra: str, conf: dict | None = None):
+    return cluster.submit(QUANTIZE, "--input", str(creditcard), "--output", str(out),
+                          "--config", str(CONFIG), *extra, conf={**PARTITIONING, **(conf or {})})
+
+
+@pytest.fixture(scope="module")
+def clean(cluster, creditcard: Path, workdir: Path) -> Path:
+    """The output of a run without faults: what every other run must reproduce."""
+    out = workdir / "clean"
+    run = quantize(cluster, creditcard, out)
+    assert run.returncode == 0, run.describe()
+    assert "Lost task" not in run.stderr, f"a task failed without a fault:\n{run.describe()}"
+    return out
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+class Submission:
+    """``quantize`` in a background thread, so the test can kill processes while it runs. As a
+    context manager it waits for the job on exit, also when the test fails, so no job outlives
+    its test."""
+
+    def __init__(self, cluster, creditcard: Path, out: Path, *extra: str,
+                 conf: dict | None = None):
+        self._result: dict = {}
+
+        def target() -> None:
+            try:
+                self._result["run"] = quantize(cluster, creditcard, out, *extra, conf=conf)
+            except BaseException as e:  # noqa: BLE001 - pytest.fail inside the thread too
+                self._result["error"] = e
+
+        self._thread = threading.Thread(target=target, name=f"submit {out.name}", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> "Submission":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._thread.join()
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def result(self):
+        """Wait for the job (``Cluster.submit`` has its own timeout) and return its JobRun."""
+        self._thread.join()
+        if "error" in self._result:
+            raise self._result["error"]
+        return self._result["run"]
+
+
+def wait_for(job: Submission, find: Callable[[], tuple[str, int] | None], what: str
+             ) -> tuple[str, int]:
+    """Poll ``find`` until it returns ``(worker, pid)``; fail if the job ends first or after
+    :data:`FAULT_TIMEOUT`, after letting the job finish so no submission outlives the test."""
+    deadline = time.monotonic() + FAULT_TIMEOUT
+    while time.monotonic() < deadline:
+        found = find()
+        if found is not None:
+            return found
+        if not job.running():
+            run = job.result()
+            pytest.fail(f"the job ended before {what} appeared:\n{run.describe()}")
+        time.sleep(POLL)
+    run = job.result()
+    pytest.fail(f"no {what} within {FAULT_TIMEOUT:.0f} s:\n{run.describe()}")
+
+
+def first_python_worker(cluster) -> Callable[[], tuple[str, int] | None]:
+    """A finder for a Python worker forked by a ``pyspark.daemon`` under one of the cluster's
+    executors: the first one exists from the moment the first task of a Python stage starts."""
+
+    def find() -> tuple[str, int] | None:
+        for worker in cluster.worker_names():
+            pids = cluster.python_worker_pids(worker)
+            if pids:
+                return worker, pids[0]
+        return None
+
+    return find
+
+
+def kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pytest.fail(f"process {pid} exited before it could be killed; retry on a quieter machine")
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_gone(pids: list[int], what: str) -> None:
+    """Fail unless every process of ``pids`` has exited within :data:`EXIT_TIMEOUT`."""
+    deadline = time.monotonic() + EXIT_TIMEOUT
+    alive = [p for p in pids if running(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in alive if running(p)]
+    assert not alive, f"{what}: {alive} still running {EXIT_TIMEOUT:.0f} s after the fault"
+
+
+def report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text(encoding="utf-8"))
+
+
+def sorted_rows(data: Path) -> pa.Table:
+    """All rows of a Parquet directory sorted by every column: equal tables are equal
+    multisets of rows."""
+    table = pq.read_table(data)
+    return table.sort_by([(name, "ascending") for name in table.column_names])
+
+
+def leftovers(out: Path) -> list[str]:
+    """Staging or replaced outputs of ``out`` left next to it (``.NAME.staging-*``,
+    ``.NAME.old-*``)."""
+    return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))
+
+
+def assert_same_output(out: Path, clean: Path) -> None:
+    """``out`` is a finished output equal to ``clean``: codebook bytes, report figures, rows."""
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "codebook.json", "data",
+                                                     "report.json"]
+    assert leftovers(out) == []
+    assert (out / "codebook.json").read_bytes() == (clean / "codebook.json").read_bytes()
+    got, want = report(out), report(clean)
+    assert got["rows_in"] == got["rows_out"] == CREDITCARD_ROWS
+    for key in RUN_FIELDS:
+        got.pop(key, None)
+        want.pop(key, None)
+    assert sorted(got["columns"]) == sorted(want["columns"])
+    for name, column in got["columns"].items():
+        # The job sums the partitions' squared errors in the order the shuffle delivers them,
+        # which changes from run to run: rmse may differ in its last bits, even between two
+        # clean runs (a product bug, see the module docstring). Everything else is exact.
+        expected = want["columns"][name].pop("rmse")
+        assert column.pop("rmse") == pytest.approx(expected, rel=RMSE_TOLERANCE, abs=0), name
+    assert got == want
+    rows, expected = sorted_rows(out / "data"), sorted_rows(clean / "data")
+    assert rows.num_rows == CREDITCARD_ROWS
+    assert rows.schema == expected.schema
+    assert rows.equals(expected), "the data differ from the clean run's as multisets of rows"
+
+
+def lost_tasks(run) -> list[str]:
+    """The driver's log lines about failed task attempts (TaskSetManager WARN lines)."""
+    return [ln for ln in run.stderr.splitlines() if "Lost task" in ln]
+
+
+# ------------------------------------------------------------------------------------ faults
+
+
+def test_clean_run_is_complete(clean):
+    assert report(clean)["rows_in"] == report(clean)["rows_out"] == CREDITCARD_ROWS
+    assert (clean / "_SUCCESS").exists()
+    assert leftovers(clean) == []
+
+
+def test_killed_python_worker_task_is_retried(cluster, creditcard, workdir, clean):
+    out = workdir / "python-killed"
+    with Submission(cluster, creditcard, out) as job:
+        worker, pid = wait_for(job, first_python_worker(cluster), "a Python worker")
+        kill(pid)
+        run = job.result()
+    assert run.returncode == 0, run.describe()
+    # How the task fails depends on the moment of the kill: "Python worker exited unexpectedly
+    # (crashed)" mid-task, an EOFException while the executor is still being handed the worker.
+    assert lost_tasks(run), f"killing Python worker {pid} on {worker} failed no task:\n" \
+                            f"{run.describe()}"
+    assert_same_output(out, clean)
+
+
+def test_killed_executor_jvm_is_replaced(cluster, creditcard, workdir, clean):
+    out = workdir / "executor-killed"
+    with Submission(cluster, creditcard, out) as job:
+        worker, _ = wait_for(job, first_python_worker(cluster), "a Python worker")
+        executors = cluster.executor_pids(worker)
+        assert len(executors) == 1, f"{worker} runs executors {executors}, expected one"
+        doomed = (executors + cluster.pyspark_daemon_pids(worker)
+                  + cluster.python_worker_pids(worker))
+        kill(executors[0])
+        run = job.result()
+    assert run.returncode == 0, run.describe()
+    assert "Lost executor" in run.stderr, run.describe()
+    wait_gone(doomed, f"the killed executor's Python processes on {worker}")
+    assert_same_output(out, clean)
+
+
+def test_killed_worker_daemon_job_completes_on_the_other(cluster, creditcard, workdir, clean):
+    out = workdir / "worker-killed"
+    try:
+        with Submission(cluster, creditcard, out) as job:
+            worker, _ = wait_for(job, first_python_worker(cluster), "a Python worker")
+            # The worker's executor and its Python processes must end with it: the executor
+            # watches its worker and exits when the connection drops.
+            doomed = (cluster.executor_pids(worker) + cluster.pyspark_daemon_pids(worker)
+                      + cluster.python_worker_pids(worker))
+            kill(cluster.daemons[worker].pid)
+            run = job.result()
+        wait_gone(doomed, f"the executor of killed {worker}")
+    finally:
+        for name in cluster.worker_names():
+            if cluster.daemons[name].poll() is not None:
+                cluster.restart_worker(name)
+    assert run.returncode == 0, run.describe()
+    assert "Lost executor" in run.stderr, run.describe()
+    assert_same_output(out, clean)
+
+
+def test_failed_overwrite_keeps_the_old_output_and_a_rerun_equals_a_clean_run(
+        cluster, creditcard, workdir, clean):
+    out = workdir / "rerun"
+    shutil.copytree(clean, out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # With one attempt per task, the fault that the tests above survive fails the job.
+    with Submission(cluster, creditcard, out, "--overwrite",
+                    conf={"spark.task.maxFailures": "1"}) as job:
+        worker, pid = wait_for(job, first_python_worker(cluster), "a Python worker")
+        kill(pid)
+        failed = job.result()
+    assert failed.returncode == 1, failed.describe()
+    assert "failed 1 times; aborting job" in failed.stderr, failed.describe()
+    assert not any(ln.startswith("{") for ln in failed.stdout.splitlines()), failed.describe()
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before, "the failed run changed the previous output"
+    assert leftovers(out) == [], "the failed run left its staging directory behind"
+
+    rerun = quantize(cluster, creditcard, out, "--overwrite")
+    assert rerun.returncode == 0, rerun.describe()
+    assert report(out)["run_id"] != report(clean)["run_id"]
+    assert_same_output(out, clean)
