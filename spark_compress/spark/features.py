@@ -307,6 +307,9 @@ def _fit_quantiles(df: DataFrame, plans: Sequence[ColumnPlan], relative_error: f
                                                               np.asarray(w, dtype=np.float64)))
                 totals[i] = totals.get(i, 0) + np.asarray(c, dtype=np.int64)
         for i, ss in sorted(parts.items()):
+            # Partitions arrive in shuffle order; a canonical order makes the merge, and so the
+            # codebook, the same on every run.
+            ss.sort(key=lambda s: (s.values.tobytes(), s.weights.tobytes()))
             yield _summary_batch(i, sketch.merge(ss, size), totals[i])
 
     # Partition summaries are merged per column on the executors, so the driver receives one
@@ -592,11 +595,19 @@ def evaluate_features(df: DataFrame, codebook: Codebook) -> dict[str, dict]:
                 _EVAL_SCHEMA.fields, [pa.string(), pa.int64(), pa.float64(), pa.float64(),
                                       pa.int64(), pa.int64()])]))
 
-    partial = df.select(*[col(c.name) for c in cbs]).mapInArrow(run, _EVAL_SCHEMA)
-    rows = (partial.groupBy("name").agg(F.sum("finite").alias("finite"), F.sum("sse").alias("sse"),
-                                        F.max("max_abs").alias("max_abs"),
-                                        F.sum("clipped").alias("clipped"),
-                                        F.sum("oov").alias("oov")).collect())
+    partial = df.select(*[col(c.name) for c in cbs]).mapInArrow(run, _EVAL_SCHEMA).collect()
+    # One small row per partition and column, merged here: math.fsum is exact, so the result
+    # does not depend on the order the partitions arrive in (a Spark sum of doubles does).
+    merged: dict[str, dict] = {}
+    for r in partial:
+        m = merged.setdefault(r["name"], {"name": r["name"], "finite": 0, "sse": [],
+                                          "max_abs": 0.0, "clipped": 0, "oov": 0})
+        m["finite"] += int(r["finite"])
+        m["sse"].append(float(r["sse"]))
+        m["max_abs"] = max(m["max_abs"], float(r["max_abs"]))
+        m["clipped"] += int(r["clipped"])
+        m["oov"] += int(r["oov"])
+    rows = [dict(m, sse=math.fsum(m["sse"])) for m in merged.values()]
     out = {}
     for r in rows:
         n = int(r["finite"] or 0)

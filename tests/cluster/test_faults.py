@@ -14,9 +14,9 @@ the same report figures, the same rows (compared as multisets; the job promises 
 With ``spark.task.maxFailures=1`` the same fault fails the job: exit 1, and the output that was
 there before is left as it was, with no staging directory beside it.
 
-Known product bug: ``report.json``'s per-column ``rmse`` is not deterministic in its last bits
-(``evaluate_features`` adds the partitions' float sums in shuffle-arrival order), so it is compared
-within :data:`RMSE_TOLERANCE`; every other figure, the codebook bytes and the rows are exact.
+Every report figure, the codebook bytes and the rows are compared exactly (``evaluate_features``
+adds the partitions' squared errors with ``math.fsum``, whose result does not depend on the order
+the partitions arrive in).
 
 Killing a worker daemon leaves the session's cluster with one worker: the test restarts it
 (:meth:`Cluster.restart_worker`), also when it fails, so the module order does not matter.
@@ -57,7 +57,6 @@ EXIT_TIMEOUT = 60.0
 # Figures of report.json that name the run and its arguments (the fingerprint covers --output)
 # rather than describe the output.
 RUN_FIELDS = ("run_id", "output", "input_fingerprint")
-RMSE_TOLERANCE = 1e-12  # relative; measured differences are 1-2 ulp (2e-16)
 
 
 # ---------------------------------------------------------------------------------- fixtures
@@ -220,13 +219,6 @@ def assert_same_output(out: Path, clean: Path) -> None:
     for key in RUN_FIELDS:
         got.pop(key, None)
         want.pop(key, None)
-    assert sorted(got["columns"]) == sorted(want["columns"])
-    for name, column in got["columns"].items():
-        # The job sums the partitions' squared errors in the order the shuffle delivers them,
-        # which changes from run to run: rmse may differ in its last bits, even between two
-        # clean runs (a product bug, see the module docstring). Everything else is exact.
-        expected = want["columns"][name].pop("rmse")
-        assert column.pop("rmse") == pytest.approx(expected, rel=RMSE_TOLERANCE, abs=0), name
     assert got == want
     rows, expected = sorted_rows(out / "data"), sorted_rows(clean / "data")
     assert rows.num_rows == CREDITCARD_ROWS
