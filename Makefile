@@ -68,6 +68,15 @@ demo: venv java data
 	$(SPARK_SUBMIT) jobs/dequantize_features.py --input $(DEMO_OUT)/creditcard \
 		--output $(DEMO_OUT)/creditcard-restored --overwrite
 	$(PY) scripts/show_report.py $(DEMO_OUT)/creditcard/report.json
+	$(PY) scripts/demo_model.py "$$($(PY) scripts/fetch_data.py --print creditcard)" \
+		$(DEMO_OUT)/fraud-source
+	$(SPARK_SUBMIT) jobs/compress_model.py --model $(DEMO_OUT)/fraud-source/fraud-mlp.npz \
+		--config conf/fraud_model.toml --eval-data $(DEMO_OUT)/fraud-source/fraud-heldout.parquet \
+		--output $(DEMO_OUT)/fraud-model --overwrite
+	$(SPARK_SUBMIT) jobs/score.py --model $(DEMO_OUT)/fraud-model/model.safetensors \
+		--input $(DEMO_OUT)/creditcard --output $(DEMO_OUT)/fraud-scores --overwrite
+	$(PY) scripts/show_report.py $(DEMO_OUT)/fraud-model/report.json
+	$(PY) scripts/show_report.py $(DEMO_OUT)/fraud-scores/report.json
 
 # pytest's exit code is make's: 1 for a failed test, 5 when no test was collected.
 test: venv java data
