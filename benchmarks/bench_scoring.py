@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -47,9 +45,11 @@ from pyspark.ml.classification import (  # noqa: E402
 )
 from pyspark.ml.feature import VectorAssembler  # noqa: E402
 from pyspark.ml.functions import array_to_vector, predict_batch_udf  # noqa: E402
-from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 from pyspark.sql import types as T  # noqa: E402
+
+# The same session settings (local[2], 100,000-row Arrow batches, zstd) and timing helpers.
+from bench_features import noop, session, timed  # noqa: E402
 
 from spark_compress.core import compress as C  # noqa: E402
 from spark_compress.core.model import forward, predict  # noqa: E402
@@ -60,31 +60,6 @@ from spark_compress.spark.ml import FeatureQuantizer  # noqa: E402
 from spark_compress.spark.score import model_file_from_bytes, score_dataframe  # noqa: E402
 
 OUT = ROOT / "bench-out" / "scoring"
-
-
-def session() -> SparkSession:
-    return (SparkSession.builder.master("local[2]").appName("spark-compress bench_scoring")
-            .config("spark.driver.memory", "6g")
-            .config("spark.driver.extraJavaOptions", "-XX:-DontCompileHugeMethods")
-            .config("spark.sql.codegen.methodSplitThreshold", "256")
-            .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
-            .config("spark.sql.parquet.compression.codec", "zstd")
-            .config("spark.sql.shuffle.partitions", "8")
-            .config("spark.ui.enabled", "false")
-            .getOrCreate())
-
-
-def timed(fn, reps: int) -> tuple[float, list[float]]:
-    runs = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        runs.append(round(time.perf_counter() - t0, 3))
-    return statistics.median(runs), runs
-
-
-def noop(df) -> None:
-    df.write.format("noop").mode("overwrite").save()
 
 
 # --------------------------------------------------------------------------- data

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from spark_compress.errors import ConfigError
 from spark_compress.io.config import _table, _validated, tomllib
-from spark_compress.io.model_config import _features
+from spark_compress.io.model_config import _features, _label as _name
 
 METHODS = ("auto", "expression", "arrow")
 CODES = ("fold", "decode")
@@ -47,12 +47,6 @@ def _choice(options: tuple[str, ...]):
 def _positive_int(v: Any, where: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ConfigError(f"{where}: must be an integer >= 1. Got {v!r}.")
-    return v
-
-
-def _name(v: Any, where: str) -> str:
-    if not isinstance(v, str) or not v:
-        raise ConfigError(f"{where}: must be a column name. Got {v!r}.")
     return v
 
 

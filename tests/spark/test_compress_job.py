@@ -148,3 +148,66 @@ def test_compress_job_finetunes_with_fixed_masks(spark, capsys, fitted, tmp_path
     rc, cap = _main(capsys, ["--model", root / "mlp.skops", "--config", cfg,
                              "--eval-data", root / "eval.parquet", "--output", tmp_path / "p"])
     assert rc == 2 and "finetune_epochs needs --train-data" in cap.err
+
+
+def test_compress_job_on_an_mllib_directory(spark, capsys, fitted, tmp_path):
+    """A real MLlib LogisticRegressionModel directory (type detected from its metadata); MLlib
+    names no input columns, so the file records the config's [eval] features."""
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.feature import VectorAssembler
+
+    from spark_compress.io.model_file import load_model
+
+    root, _, x_test, y_test = fitted
+    names = [f"f{j}" for j in range(30)]
+    train = spark.read.parquet(str(root / "train.parquet"))
+    vec = VectorAssembler(inputCols=names, outputCol="features").transform(train)
+    mllib = LogisticRegression(maxIter=50).fit(vec)
+    mllib.write().overwrite().save(str(tmp_path / "lr"))
+    feats = ", ".join(f'"{n}"' for n in names)
+    (tmp_path / "lr.toml").write_text(f'[plan]\nquantize = "int8"\n'
+                                      f'[eval]\nlabel = "label"\nfeatures = [{feats}]\n')
+    rc, cap = _main(capsys, ["--model", tmp_path / "lr", "--config", tmp_path / "lr.toml",
+                             "--eval-data", root / "eval.parquet", "--output", tmp_path / "out"])
+    assert rc == 0, cap.err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    _, spec = load_model(tmp_path / "out" / "model.safetensors")
+    assert spec["input_names"] == names
+    assert report["original_bytes"] == 4 * 31  # 30 weights + the intercept
+    # MLlib's own accuracy on the same held-out rows.
+    test = spark.read.parquet(str(root / "eval.parquet"))
+    pred = mllib.transform(VectorAssembler(inputCols=names, outputCol="features")
+                           .transform(test)).select("prediction", "label").toPandas()
+    acc = float((pred["prediction"] == pred["label"]).mean())
+    assert report["metrics"]["original"]["accuracy"] == pytest.approx(acc, abs=1e-9)
+    assert report["metrics"]["original"]["count"] == len(y_test)
+
+
+def test_compress_job_on_npz_weights_with_named_layer_overrides(spark, capsys, fitted, tmp_path):
+    """Plain weights (npz + JSON spec) as PyTorch writes them (out, in); plan overrides by layer
+    name and by index from the end, resolved to indices in the written file."""
+    from spark_compress.io.model_file import load_model
+
+    root, est, x_test, y_test = fitted
+    np.savez(tmp_path / "net.npz", **{"hidden.weight": est.coefs_[0].T, "hidden.bias":
+                                      est.intercepts_[0], "head.weight": est.coefs_[1].T,
+                                      "head.bias": est.intercepts_[1]})
+    (tmp_path / "net.json").write_text(json.dumps({
+        "task": "binary", "weight_layout": "out_in",
+        "input_names": [f"f{j}" for j in range(30)],
+        "layers": [{"weight": "hidden.weight", "bias": "hidden.bias", "activation": "relu"},
+                   {"weight": "head.weight", "bias": "head.bias", "activation": "sigmoid"}]}))
+    (tmp_path / "plan.toml").write_text('[plan]\nquantize = "int8"\n[layers.hidden]\nprune = 0.5\n'
+                                        '[layers.-1]\nquantize = "none"\n[eval]\nlabel = "label"\n')
+    rc, cap = _main(capsys, ["--model", tmp_path / "net.npz", "--config", tmp_path / "plan.toml",
+                             "--eval-data", root / "eval.parquet", "--output", tmp_path / "out"])
+    assert rc == 0, cap.err
+    cm, spec = load_model(tmp_path / "out" / "model.safetensors")
+    assert [layer["name"] for layer in spec["layers"]] == ["hidden", "head"]
+    assert spec["plan"]["layers"]["0"]["prune"] == 0.5
+    assert spec["plan"]["layers"]["1"] == {**spec["plan"]["default"], "quantize": "none"}
+    assert cm.layers[0].w.kind == "int8" and cm.layers[1].w.kind == "float32"
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [lay["sparsity"] for lay in report["layers"]] == pytest.approx([0.5, 0.0], abs=0.01)
+    assert report["metrics"]["original"]["accuracy"] == pytest.approx(
+        est.score(x_test, y_test), abs=1e-9)
