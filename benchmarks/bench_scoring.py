@@ -41,6 +41,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from pyspark.ml.classification import (  # noqa: E402
     LogisticRegression,
+    LogisticRegressionModel,
+    MultilayerPerceptronClassificationModel,
     MultilayerPerceptronClassifier,
 )
 from pyspark.ml.feature import VectorAssembler  # noqa: E402
@@ -113,7 +115,14 @@ def fmnist(spark, path: Path) -> None:
 
 def mllib_models(spark, train, features, mlp_layers, out: Path, *, array_col=False,
                  lr_iter=30, mlp_iter=50):
-    """Train MLlib LR and MLP, save them, import them: (mllib_lr, mllib_mlp, our_lr, our_mlp)."""
+    """Train MLlib LR and MLP, save them, import them: (mllib_lr, mllib_mlp, our_lr, our_mlp).
+    Models saved by an earlier run with the same layers are loaded instead of trained again."""
+    saved = out / f"layers-{'-'.join(map(str, mlp_layers))}"
+    if (out / "lr" / "metadata").is_dir() and (out / "mlp" / "metadata").is_dir() and \
+            saved.exists():
+        return (LogisticRegressionModel.load(str(out / "lr")),
+                MultilayerPerceptronClassificationModel.load(str(out / "mlp")),
+                import_model(out / "lr"), import_model(out / "mlp"))
     if array_col:
         data = train.select(array_to_vector(features).alias("features"), "label")
     else:
@@ -128,6 +137,7 @@ def mllib_models(spark, train, features, mlp_layers, out: Path, *, array_col=Fal
         d = out / name
         m.write().overwrite().save(str(d))
         ours.append(import_model(d))
+    saved.touch()
     return lr, mlp, ours[0], ours[1]
 
 
@@ -250,7 +260,7 @@ def markdown(results, sparse, args, started, machine) -> str:
              "prediction and probability; **pbu** = `predict_batch_udf` over one array column, "
              "numpy float32 forward pass of the same float model; **ours** = "
              "`score_dataframe` with the compressed model file (method chosen by `auto`: SQL "
-             "expressions for linear models up to 4,096 weights, else the Arrow UDF over the "
+             "expressions for linear models up to 1,024 weights, else the Arrow UDF over the "
              "broadcast file); **ours fp32** = the same with the uncompressed model file; "
              "**codes** = ours on 8-bit minmax codes of the same features, dequantization "
              "folded into the first layer.", "",

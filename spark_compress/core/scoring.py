@@ -86,12 +86,24 @@ def prepare(model: Model) -> Scorer:
     return Scorer(model.task, int(model.n_features), int(model.n_outputs), layers)
 
 
+def _sigmoid_hidden(z: np.ndarray) -> np.ndarray:
+    """``sigmoid(z) = (1 + tanh(z / 2)) / 2`` in place: about 6x faster than the overflow-safe
+    form with two branches, absolute error below 2e-7. Used for hidden layers only: the output
+    layer keeps the exact form, whose tiny probabilities (1e-13) still rank rows."""
+    z *= np.float32(0.5)
+    np.tanh(z, out=z)
+    z += np.float32(1.0)
+    z *= np.float32(0.5)
+    return z
+
+
 def _run(layers: Sequence[Layer], h: np.ndarray) -> np.ndarray:
-    for w, b, act in layers:
+    last = len(layers) - 1
+    for i, (w, b, act) in enumerate(layers):
         z = h @ w
         if b is not None:
             z += b
-        h = _activate(z, act)
+        h = _sigmoid_hidden(z) if act == "sigmoid" and i < last else _activate(z, act)
     return h
 
 
@@ -190,6 +202,8 @@ def score_codes(scorer: Scorer, codes: np.ndarray, *, batch_size: int = 4096,
         z += fold.bias
         for j, table in fold.tables:
             z += table[part[:, j]]
-        res[start:start + step] = _run(scorer.layers[1:], _activate(z, act0))
+        h = _sigmoid_hidden(z) if act0 == "sigmoid" and len(scorer.layers) > 1 else \
+            _activate(z, act0)
+        res[start:start + step] = _run(scorer.layers[1:], h)
     out[valid] = res
     return out, valid

@@ -346,3 +346,23 @@ def test_score_job_bad_input_exits_2_and_writes_nothing(spark, data, capsys, tmp
     assert rc == 2
     assert any(__import__("re").search(match, line) for line in cap.err.splitlines()), cap.err
     assert not (tmp_path / "out").exists()
+
+
+def test_multiclass_linear_expression_on_an_array_column(spark, data):
+    """A softmax regression over one array column as SQL expressions equals the numpy core."""
+    from pyspark.sql import functions as F
+
+    from spark_compress.core.model import linear
+    from spark_compress.spark.score import model_file_from_bytes, score_dataframe
+
+    x, _, _ = data
+    rng = np.random.default_rng(5)
+    m = linear(rng.normal(size=(N_FEATURES, 4)), rng.normal(size=4), "multiclass")
+    mf = model_file_from_bytes(model_to_bytes(C.compress(m, C.Plan())))
+    df = _frame(spark, x[:50]).select("id", F.array(*NAMES).alias("v"))
+    sf = score_dataframe(df, mf, features="v", method="auto")
+    assert sf.method == "expression" and sf.df.columns == ["id", "v", "prediction", "probability"]
+    rows = sorted(sf.df.collect(), key=lambda r: r.id)
+    out, _ = _expected(mf, x[:50])
+    np.testing.assert_allclose(_probabilities(rows, 4), out, rtol=0, atol=2e-6)
+    assert [r.prediction for r in rows] == np.argmax(out, axis=1).astype(float).tolist()
