@@ -65,20 +65,22 @@ def run(args, spark, run_id, ctx) -> dict:
     out = O.StagedOutput(O.local_path(args.output, what="--output"), overwrite=args.overwrite,
                          run_id=run_id)
     try:
-        with jobkit.phase("read", input=args.input, format=args.input_format) as info:
+        with jobkit.phase("read", input=args.input, format=args.input_format):
             data_path = str(in_path / "data") if codebook is not None else args.input
             df = jobkit.read_input(spark, data_path, args.input_format, args.input_option)
             if codebook is not None and config.codes == "decode":
                 df = FT.decode_features(df, codebook)
-            rows_in = df.count()
-            info["rows"] = rows_in
-        if rows_in == 0:
-            raise DataError(f"--input {args.input}: the dataset has no rows; nothing to score")
         fold = codebook is not None and config.codes == "fold"
         scored = SC.score_dataframe(
             df, model, features=config.features, codebook=codebook if fold else None,
             method=config.method, batch_size=config.batch_size,
             prediction_col=config.prediction_col, probability_col=config.probability_col)
+        with jobkit.phase("count+quality") as info:
+            rows_in, quality = SC.input_quality(df, scored.features,
+                                                codebook if fold else None)
+            info["rows"] = rows_in
+        if rows_in == 0:
+            raise DataError(f"--input {args.input}: the dataset has no rows; nothing to score")
         feats = [scored.features] if isinstance(scored.features, str) else list(scored.features)
         passthrough = list(config.passthrough) if config.passthrough is not None else [
             c for c in df.columns if c not in feats]
@@ -103,7 +105,7 @@ def run(args, spark, run_id, ctx) -> dict:
             "rows_in": rows_in, "rows_out": rows_out, "invalid_rows": invalid,
             "method": scored.method, "codes": "fold" if fold else (
                 "decode" if codebook is not None else None),
-            "features": feats, "passthrough": passthrough,
+            "features": feats, "passthrough": passthrough, "input_quality": quality,
             "output_columns": list(scored.output_cols),
             "broadcast_bytes": scored.broadcast_bytes, "model_file_bytes": len(model.data),
             "seconds": round(seconds, 3),

@@ -114,20 +114,24 @@ def test_single_row_and_empty_partitions_and_odd_batches(spark, data):
 def test_null_nan_and_inf_rows_get_null_scores(spark, data, method):
     from pyspark.sql import functions as F
 
-    from spark_compress.spark.score import model_file_from_bytes, score_dataframe
+    from spark_compress.spark.score import input_quality, model_file_from_bytes, score_dataframe
 
     x, _, models = data
     mf = model_file_from_bytes(models["lr"])
     pdf = pd.DataFrame(x[:6].astype(np.float64), columns=NAMES)
     pdf.insert(0, "id", np.arange(6))
-    pdf.loc[1, "f3"] = np.nan
     pdf.loc[2, "f0"] = np.inf
     pdf.loc[3, "f29"] = -np.inf
     df = spark.createDataFrame(pdf)
-    # A real null (pandas would turn None into NaN).
-    df = df.withColumn("f7", F.when(F.col("id") == 4, F.lit(None)).otherwise(F.col("f7")))
+    # Set in Spark: a pandas NaN would arrive as null, and a None as NaN.
+    df = (df.withColumn("f3", F.when(F.col("id") == 1, F.lit(float("nan"))).otherwise(F.col("f3")))
+          .withColumn("f7", F.when(F.col("id") == 4, F.lit(None)).otherwise(F.col("f7"))))
     rows = sorted(score_dataframe(df, mf, method=method).df.collect(), key=lambda r: r.id)
     assert [r.prediction is None for r in rows] == [False, True, True, True, True, False]
+    n, quality = input_quality(df, NAMES)
+    assert n == 6
+    assert {c: {k: v for k, v in q.items() if v} for c, q in quality.items() if any(q.values())} \
+        == {"f3": {"nan": 1}, "f0": {"posinf": 1}, "f29": {"neginf": 1}, "f7": {"null": 1}}
     assert [r.probability is None for r in rows] == [False, True, True, True, True, False]
     out, _ = _expected(mf, x[[0, 5]])
     np.testing.assert_allclose([rows[0].probability[1], rows[5].probability[1]], out[:, 0],
@@ -159,7 +163,7 @@ def test_missing_column_and_unnamed_model_errors(spark, data):
 def test_array_column_input(spark, data):
     from pyspark.sql import functions as F
 
-    from spark_compress.spark.score import model_file_from_bytes, score_dataframe
+    from spark_compress.spark.score import input_quality, model_file_from_bytes, score_dataframe
 
     x, _, models = data
     mf = model_file_from_bytes(models["mlp"])
@@ -168,6 +172,11 @@ def test_array_column_input(spark, data):
                   key=lambda r: r.id)
     out, _ = _expected(mf, x[:40])
     np.testing.assert_allclose(_probabilities(rows, 2)[:, 1], out[:, -1], atol=2e-6)
+    holes = df.withColumn("pixels", F.when(F.col("id") == 1, F.lit(None))
+                          .when(F.col("id") == 2, F.concat(F.slice("pixels", 1, 29),
+                                                                F.array(F.lit(float("nan")))))
+                          .otherwise(F.col("pixels")))
+    assert input_quality(holes, "pixels") == (40, {"pixels": {"null": 1, "non_finite": 1}})
 
 
 # ------------------------------------------------------------------------- codes (folded)
@@ -308,6 +317,9 @@ def test_score_job_on_floats_and_on_a_quantize_features_output(spark, data, caps
     assert rc == 0, cap.err
     report = json.loads((tmp_path / "out_codes" / "report.json").read_text())
     assert report["codes"] == "fold" and report["rows_out"] == len(x)
+    assert report["input_quality"]["f0"] == {"null": 0, "nan": 0, "posinf": 0, "neginf": 0,
+                                             "out_of_range": 0}
+    assert sorted(report["input_quality"]) == sorted(NAMES)
     codes = pq.read_table(qdir / "data").to_pandas().sort_values("id")
     dec = np.stack([Q.decode(qm.codebook.column(n).encoder, codes[n].to_numpy())
                     for n in NAMES], axis=1)
