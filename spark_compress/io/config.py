@@ -179,15 +179,20 @@ def parse_feature_config(doc: Mapping, *, source: str = "<config>") -> FeatureCo
     return FeatureConfig(passthrough, drop, defaults, columns, rel, source)
 
 
-def load_feature_config(path: str | Path) -> FeatureConfig:
-    """Read and validate a TOML config file."""
+def read_toml(path: str | Path) -> dict:
+    """The parsed TOML document at ``path``; :class:`ConfigError` naming the file when it cannot
+    be read or is not valid TOML (UTF-8)."""
     p = Path(path)
     try:
         text = p.read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from e
     try:
-        doc = tomllib.loads(text.decode("utf-8"))
+        return tomllib.loads(text.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from e
-    return parse_feature_config(doc, source=str(p))
+
+
+def load_feature_config(path: str | Path) -> FeatureConfig:
+    """Read and validate a TOML config file."""
+    return parse_feature_config(read_toml(path), source=str(Path(path)))

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 from spark_compress.core.compress import LayerPlan, Plan, check_plan
 from spark_compress.errors import ConfigError
-from spark_compress.io.config import _table, _validated, tomllib
+from spark_compress.io.config import _table, _validated, read_toml
 
 
 def _any(v: Any, where: str) -> Any:
@@ -126,11 +126,4 @@ def parse_model_config(doc: Mapping, *, source: str = "<config>") -> ModelJobCon
 
 def load_model_config(path: str | Path) -> ModelJobConfig:
     """Read and validate a model-compression TOML file."""
-    p = Path(path)
-    try:
-        doc = tomllib.loads(p.read_bytes().decode("utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from e
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from e
-    return parse_model_config(doc, source=str(p))
+    return parse_model_config(read_toml(path), source=str(Path(path)))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from spark_compress.errors import ConfigError
-from spark_compress.io.config import _table, _validated, tomllib
+from spark_compress.io.config import _table, _validated, read_toml
 from spark_compress.io.model_config import _features, _label as _name
 
 METHODS = ("auto", "expression", "arrow")
@@ -84,11 +84,4 @@ def load_score_config(path: str | Path | None) -> ScoreConfig:
     """Read and validate a scoring TOML file; ``None`` gives the defaults."""
     if path is None:
         return ScoreConfig()
-    p = Path(path)
-    try:
-        doc = tomllib.loads(p.read_bytes().decode("utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from e
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from e
-    return parse_score_config(doc, source=str(p))
+    return parse_score_config(read_toml(path), source=str(Path(path)))
