@@ -28,7 +28,8 @@ from spark_compress.io import output as O  # noqa: E402
 from spark_compress.io.importers import import_model  # noqa: E402
 from spark_compress.io.model_config import load_model_config  # noqa: E402
 from spark_compress.spark import jobkit  # noqa: E402
-from spark_compress.spark.evaluate import evaluate_models  # noqa: E402
+from spark_compress.spark.evaluate import check_columns, evaluate_models  # noqa: E402
+from spark_compress.spark.quality import input_quality, problems  # noqa: E402
 from spark_compress.spark.modeljob import calibration_matrix, model_report  # noqa: E402
 
 JOB = "compress_model"
@@ -93,6 +94,14 @@ def run(args, spark, run_id, ctx) -> dict:
         with jobkit.phase("evaluate", input=args.eval_data) as info:
             df = jobkit.read_input(spark, args.eval_data, args.eval_format, args.input_option,
                                    what="--eval-data")
+            check_columns(df.schema, features, config.eval.label, model.n_features,
+                          {"original": model})
+            rows_in, quality = input_quality(df, features, also=[config.eval.label])
+            bad = problems(quality)
+            if bad:
+                raise DataError(f"--eval-data {args.eval_data}: rows the models cannot be "
+                                f"evaluated on, per column: {'; '.join(bad)}. Drop or impute "
+                                f"them before evaluating")
             metrics = evaluate_models(df, {"original": model, "compressed": C.decompress(cm)},
                                       features=features, label=config.eval.label)
             info["rows"] = metrics["original"].get("count")
@@ -101,7 +110,8 @@ def run(args, spark, run_id, ctx) -> dict:
                             f"evaluate the models on")
         report = model_report(model, cm, data, metrics)
         report.update(job=JOB, run_id=run_id, model=args.model, config=args.config,
-                      eval_data=args.eval_data, output=args.output,
+                      eval_data=args.eval_data, output=args.output, rows_in=rows_in,
+                      input_quality=quality,
                       input_fingerprint=args.input_fingerprint)
         out.write_json("report.json", report)
         out.commit()

@@ -62,7 +62,7 @@ def evaluate_models(df: DataFrame, models: Mapping[str, Model], *, features: Seq
             or batch_size < 1:
         raise ConfigError(
             f"The 'batch_size' parameter must be an int >= 1. Got {batch_size!r} instead.")
-    feature_cols = _check_columns(df.schema, features, label, n_features, models)
+    feature_cols = check_columns(df.schema, features, label, n_features, models)
     array_input = isinstance(features, str)
     if array_input:
         projected = [col(features).cast("array<double>").alias(features)]
@@ -130,8 +130,10 @@ def _check_models(models: Mapping[str, Model]) -> tuple[list[str], str, int]:
     return names, tasks.pop(), widths.pop()
 
 
-def _check_columns(schema: T.StructType, features: Sequence[str] | str, label: str,
-                   n_features: int, models: Mapping[str, Model]) -> list[str]:
+def check_columns(schema: T.StructType, features: Sequence[str] | str, label: str,
+                  n_features: int, models: Mapping[str, Model]) -> list[str]:
+    """The feature column names, after checking ``schema`` against ``features``, ``label`` and
+    the models (raises as :func:`evaluate_models` documents for its schema checks)."""
     if isinstance(features, str):
         feature_cols = [features]
     else:

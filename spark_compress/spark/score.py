@@ -54,6 +54,7 @@ from spark_compress.io.codebook import Codebook
 from spark_compress.io.model_file import model_from_bytes
 from spark_compress.io.score_config import METHODS
 from spark_compress.spark.features import INTEGRAL_TYPES, NUMERIC_TYPES, col
+from spark_compress.spark.quality import input_quality  # noqa: F401  (part of this API)
 
 # "auto" writes a linear model as SQL expressions up to this many weights. Wider ones outgrow
 # whole-stage code generation (784 pixels x 10 classes: "Code grows beyond 64 KB", then the
@@ -253,53 +254,6 @@ def _features(df: DataFrame, m: Model, features: Sequence[str] | str | None,
             raise SchemaError(f"feature column(s) {absent} are not in the codebook, which "
                               f"encodes {sorted(known)}; is this the codebook of this data?")
     return feats
-
-
-# --------------------------------------------------------------------------- input quality
-
-
-def input_quality(df: DataFrame, features: Sequence[str] | str,
-                  codebook: Codebook | None = None) -> tuple[int, dict[str, dict[str, int]]]:
-    """Row count and, per feature column, what makes rows unscorable, in one aggregation pass.
-
-    Float columns: ``null``, ``nan``, ``posinf``, ``neginf`` counts. Code columns (with
-    ``codebook``): ``null``, ``nan``, ``posinf``, ``neginf`` (the special codes) and
-    ``out_of_range`` (codes above the codebook's range). One array column: ``null`` arrays and
-    ``non_finite`` arrays (holding a null, NaN or infinite element).
-    """
-    def count(cond: Column) -> Column:
-        return F.sum(F.when(cond, F.lit(1)).otherwise(F.lit(0)))
-
-    aggs = [F.count(F.lit(1)).alias("__rows")]
-    keys: list[tuple[str, str]] = []
-    if isinstance(features, str):
-        c = col(features)
-        bad = F.exists(c, lambda v: v.isNull() | F.isnan(v.cast("double"))
-                       | (F.abs(v.cast("double")) == F.lit(float("inf"))))
-        for k, cond in (("null", c.isNull()), ("non_finite", c.isNotNull() & bad)):
-            keys.append((features, k))
-            aggs.append(count(cond).alias(f"__q{len(keys)}"))
-    else:
-        for name in features:
-            c = col(name)
-            if codebook is not None:
-                q = codebook.column(name).encoder
-                conds = [("null", c.isNull()), ("nan", c == Q.CODE_NAN),
-                         ("posinf", c == Q.CODE_POSINF), ("neginf", c == Q.CODE_NEGINF),
-                         ("out_of_range", (c > q.qmax) | (c < Q.CODE_NEGINF))]
-            else:
-                d = c.cast("double")
-                conds = [("null", c.isNull()), ("nan", F.isnan(d)),
-                         ("posinf", d == F.lit(float("inf"))),
-                         ("neginf", d == F.lit(float("-inf")))]
-            for k, cond in conds:
-                keys.append((name, k))
-                aggs.append(count(cond).alias(f"__q{len(keys)}"))
-    row = df.agg(*aggs).first()
-    quality: dict[str, dict[str, int]] = {}
-    for i, (name, k) in enumerate(keys, start=1):
-        quality.setdefault(name, {})[k] = int(row[f"__q{i}"] or 0)
-    return int(row["__rows"]), quality
 
 
 # --------------------------------------------------------------------------- expression path

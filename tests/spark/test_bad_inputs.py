@@ -464,6 +464,19 @@ def c_eval_feature_is_string(tmp, w):
     return "compress_model", _c(w["skops"], w, None, data), ["'f1'", "string"]
 
 
+def c_eval_nulls_and_nan(tmp, w):
+    t = pq.read_table(w["eval"])
+    f1 = t["f1"].to_pylist()
+    f1[0], f1[1], f1[2] = None, None, float("nan")
+    label = t["label"].to_pylist()
+    label[5] = None
+    t = t.set_column(1, "f1", pa.array(f1, pa.float64()))
+    t = t.set_column(t.schema.get_field_index("label"), "label", pa.array(label, pa.float64()))
+    data = _parquet(tmp, t)
+    return "compress_model", _c(w["skops"], w, None, data), [
+        f"--eval-data {data}", "'f1': 2 null, 1 nan; 'label': 1 null", "impute"]
+
+
 def c_eval_empty(tmp, w):
     data = _parquet(tmp, pq.read_table(w["eval"]).slice(0, 0))
     return "compress_model", _c(w["skops"], w, None, data), [f"--eval-data {data}", "no rows"]
@@ -516,6 +529,7 @@ BAD = {
     "c-eval-data-missing": c_eval_data_missing,
     "c-eval-label-missing": c_eval_label_missing,
     "c-eval-feature-is-string": c_eval_feature_is_string,
+    "c-eval-nulls-and-nan": c_eval_nulls_and_nan,
     "c-eval-empty": c_eval_empty,
 }
 

@@ -87,6 +87,11 @@ def test_compress_job_writes_model_and_report(spark, capsys, fitted):
     assert 0.9 <= m["compressed"]["agreement"] <= 1.0
     assert m["compressed"]["accuracy"] >= m["original"]["accuracy"] - 0.03
     assert json.loads(cap.out.strip().splitlines()[-1])["status"] == "ok"
+    # the evaluation data's quality, counted in one pass before the evaluation
+    assert report["rows_in"] == len(y_test)
+    assert sorted(report["input_quality"]) == sorted([*(f"f{j}" for j in range(30)), "label"])
+    assert all(q == {"null": 0, "nan": 0, "posinf": 0, "neginf": 0}
+               for q in report["input_quality"].values())
 
 
 def test_compress_job_is_deterministic(spark, capsys, fitted):
