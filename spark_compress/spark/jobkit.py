@@ -171,11 +171,50 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
                         "inferSchema=true)")
 
 
+PROGRESS_KEY = "spark.ui.showConsoleProgress"
+
+
+def console_progress(configured: str | None, interactive: bool) -> str:
+    """The value of Spark's console progress bar setting for a job: what ``spark-submit`` was
+    given (``--conf``, ``--properties-file``) when set, else on for an interactive run and off
+    otherwise, so a scheduler's log gets no carriage-return progress lines."""
+    if configured is not None:
+        return configured
+    return "true" if interactive else "false"
+
+
+def _interactive(jvm: Any) -> bool:
+    """Whether someone watches the job in a terminal. Under ``spark-submit`` the Python
+    driver's output goes through the launcher JVM (never a terminal), so the JVM is asked: its
+    ``System.console()`` exists only when it runs in a terminal (Java 22+ always has one and
+    says with ``isTerminal()``)."""
+    if sys.stderr.isatty():
+        return True
+    try:
+        console = jvm.java.lang.System.console()
+        if console is None:
+            return False
+        try:
+            return bool(console.isTerminal())
+        except Exception:  # noqa: BLE001 - before Java 22 there is no isTerminal()
+            return True
+    except Exception:  # noqa: BLE001 - no answer: not interactive
+        return False
+
+
 def build_session(job: str, run_id: str) -> SparkSession:
     """The job's session, named after the job and run so the Spark UI and history server show
     it. Master and Spark settings come from ``spark-submit`` (``--master``, ``--conf``,
-    ``--properties-file``)."""
-    return SparkSession.builder.appName(f"spark-compress {job} {run_id}").getOrCreate()
+    ``--properties-file``); the console progress bar follows :func:`console_progress`."""
+    builder = SparkSession.builder.appName(f"spark-compress {job} {run_id}")
+    if SparkSession.getActiveSession() is None:
+        from pyspark import SparkConf, SparkContext
+
+        SparkContext._ensure_initialized()  # the JVM, so SparkConf() holds spark-submit's settings
+        configured = SparkConf().get(PROGRESS_KEY, None)
+        builder = builder.config(PROGRESS_KEY,
+                                 console_progress(configured, _interactive(SparkContext._jvm)))
+    return builder.getOrCreate()
 
 
 def read_input(spark: SparkSession, path: str, fmt: str, options: Sequence[str], *,

@@ -219,6 +219,8 @@ def test_quantize_job_succeeds_and_prints_its_summary(quantized, adult):
     assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "codebook.json", "data",
                                                      "report.json"]
     assert [p.name for p in out.parent.iterdir() if ".staging-" in p.name] == []
+    # stderr is not a terminal here (as under a scheduler): no console progress bar lines
+    assert "[Stage " not in run.stderr + run.stdout
 
 
 def test_report_counts_every_row(quantize_ok, quantized, adult_df):

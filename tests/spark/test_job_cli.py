@@ -70,6 +70,38 @@ def _documented_flags(job_file: Path) -> list[str]:
 # ------------------------------------------------------------------------- --help, argv errors
 
 
+def test_console_progress_is_on_for_terminals_unless_configured():
+    from spark_compress.spark.jobkit import console_progress
+
+    assert console_progress(None, interactive=True) == "true"
+    assert console_progress(None, interactive=False) == "false"
+    assert console_progress("true", interactive=False) == "true"
+    assert console_progress("false", interactive=True) == "false"
+
+
+def test_interactive_asks_the_launcher_jvm_for_a_terminal(monkeypatch):
+    """Under spark-submit the driver's stderr is a pipe to the JVM: the JVM's console decides
+    (checked by hand with `script`: a bar under a terminal, none in a pipe, --conf wins)."""
+    import io
+    from types import SimpleNamespace
+
+    from spark_compress.spark import jobkit
+
+    def jvm(console):
+        return SimpleNamespace(java=SimpleNamespace(lang=SimpleNamespace(
+            System=SimpleNamespace(console=lambda: console))))
+
+    class Java17Console:  # no isTerminal()
+        pass
+
+    monkeypatch.setattr(jobkit.sys, "stderr", io.StringIO())
+    assert jobkit._interactive(jvm(None)) is False
+    assert jobkit._interactive(jvm(Java17Console())) is True
+    assert jobkit._interactive(jvm(SimpleNamespace(isTerminal=lambda: False))) is False
+    assert jobkit._interactive(jvm(SimpleNamespace(isTerminal=lambda: True))) is True
+    assert jobkit._interactive(object()) is False  # no answer from the JVM
+
+
 def test_every_job_is_collected():
     assert {"quantize_features.py", "dequantize_features.py", "compress_model.py"} <= {
         p.name for p in JOB_FILES}
