@@ -3,7 +3,10 @@
 A job writes everything under a hidden staging directory next to the output, writes ``_SUCCESS``
 last, then renames the staging directory onto the output path (one ``rename``: a reader sees
 either nothing or a finished output). A failed job removes its staging directory; an output
-directory without ``_SUCCESS`` is never produced by a job.
+directory without ``_SUCCESS`` is never produced by a job. A driver that was killed cannot clean
+up: the next run of the same output removes hidden leftovers (``.X.staging-*``, ``.X.old-*``) in
+which nothing was written for :data:`STALE_SECONDS`, and logs a warning naming younger ones
+(another run may still be writing them).
 
 Idempotent reruns: a job records an *input fingerprint* in ``report.json``
 (:func:`fingerprint_of`), the SHA-256 of a canonical JSON document describing everything that
@@ -15,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Mapping
@@ -50,6 +55,50 @@ def check_output(target: Path, *, overwrite: bool) -> None:
         raise ConfigError(f"output {target} exists and is not a directory")
 
 
+log = logging.getLogger(__name__)
+
+# A staging directory in which nothing was written for this long belongs to a dead run.
+STALE_SECONDS = 24 * 3600
+
+
+def _last_write(path: Path) -> float:
+    """The newest modification time of ``path`` and everything under it."""
+    newest = path.lstat().st_mtime
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            try:
+                newest = max(newest, (Path(root) / name).lstat().st_mtime)
+            except FileNotFoundError:  # removed while we looked
+                pass
+    return newest
+
+
+def clean_stale(target: Path, *, now: float | None = None,
+                stale_seconds: float = STALE_SECONDS) -> list[Path]:
+    """Remove the leftovers of killed runs next to ``target`` (see the module docstring);
+    return the removed paths."""
+    now = time.time() if now is None else now
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    prefixes = tuple(f".{target.name}.{kind}-" for kind in ("staging", "old"))
+    for p in sorted(target.parent.iterdir()):
+        if not p.name.startswith(prefixes) or not p.is_dir():
+            continue
+        try:
+            idle = now - _last_write(p)
+        except FileNotFoundError:
+            continue
+        if idle >= stale_seconds:
+            shutil.rmtree(p, ignore_errors=True)
+            log.warning("removed %s, left by a run that stopped %.0f h ago", p, idle / 3600)
+            removed.append(p)
+        else:
+            log.warning("%s was written %.0f s ago: another run of this output may be running",
+                        p, idle)
+    return removed
+
+
 class StagedOutput:
     """Stage a job's output directory and commit it atomically.
 
@@ -62,6 +111,7 @@ class StagedOutput:
         self.overwrite = overwrite
         self.run_id = run_id or uuid.uuid4().hex[:12]
         check_output(target, overwrite=overwrite)
+        clean_stale(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         self.staging = target.parent / f".{target.name}.staging-{self.run_id}"
         self.staging.mkdir()
