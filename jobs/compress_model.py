@@ -25,7 +25,7 @@ from spark_compress.core.finetune import prune_finetune_compress  # noqa: E402
 from spark_compress.errors import ConfigError, DataError  # noqa: E402
 from spark_compress.io import model_file as MF  # noqa: E402
 from spark_compress.io import output as O  # noqa: E402
-from spark_compress.io.importers import import_model  # noqa: E402
+from spark_compress.io.importers import detect_type, import_model  # noqa: E402
 from spark_compress.io.model_config import load_model_config  # noqa: E402
 from spark_compress.spark import jobkit  # noqa: E402
 from spark_compress.spark.evaluate import check_columns, evaluate_models  # noqa: E402
@@ -42,7 +42,8 @@ def prepare(args):
     model_path = O.local_path(args.model, what="--model")
     if not model_path.exists():
         raise ConfigError(f"--model {args.model}: no such file or directory")
-    model = import_model(model_path, args.model_type)
+    model_type = args.model_type or detect_type(model_path)
+    model = import_model(model_path, model_type)
     features = config.eval.features or (model.input_names or None)
     if features is None:
         raise ConfigError(f"{config.source}: [eval] features is required: the model does not "
@@ -55,11 +56,11 @@ def prepare(args):
         model = dataclasses.replace(model, input_names=tuple(features))
     if config.eval.label is None:
         raise ConfigError(f"{config.source}: [eval] label is required (the label column)")
-    return config, model, features, model_path
+    return config, model, features, model_path, model_type
 
 
 def run(args, spark, run_id, ctx) -> dict:
-    config, model, features, model_path = ctx
+    config, model, features, model_path, model_type = ctx
     out = O.StagedOutput(O.local_path(args.output, what="--output"), overwrite=args.overwrite,
                          run_id=run_id)
     try:
@@ -89,7 +90,7 @@ def run(args, spark, run_id, ctx) -> dict:
                 x = calibration_matrix(calib, features, config.bias_correction_rows)
                 cm = C.bias_correction(model, cm, x)
         data = MF.model_to_bytes(cm, plan=config.plan, hmac_key=MF.hmac_key_from_env(),
-                                 source={"path": str(model_path), "type": args.model_type})
+                                 source={"path": str(model_path), "type": model_type})
         (out.staging / "model.safetensors").write_bytes(data)
         with jobkit.phase("evaluate", input=args.eval_data) as info:
             df = jobkit.read_input(spark, args.eval_data, args.eval_format, args.input_option,

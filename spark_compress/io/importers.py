@@ -106,7 +106,7 @@ def import_model(
             f"Got {model_type!r} instead."
         )
     if model_type is None:
-        model_type = _detect_type(path, spec_path)
+        model_type = detect_type(path, spec_path)
     if model_type == "mllib":
         return import_mllib(path)
     if model_type == "sklearn-skops":
@@ -120,7 +120,9 @@ def import_model(
     return import_weights(path, spec)
 
 
-def _detect_type(path: Path, spec_path: str | Path | None) -> str:
+def detect_type(path: Path, spec_path: str | Path | None = None) -> str:
+    """The ``model_type`` of ``path`` from its layout (see the module docstring); raises
+    :class:`ConfigError` when it cannot tell."""
     if path.is_dir() and (path / "metadata").is_dir():
         return "mllib"
     suffix = path.suffix.lower()

@@ -77,6 +77,8 @@ def test_compress_job_writes_model_and_report(spark, capsys, fitted):
     assert [lay["sparsity"] for lay in report["layers"]] == pytest.approx([0.5, 0.5], abs=0.01)
     cm, spec = load_model(out / "model.safetensors")
     assert spec["input_names"] == [f"f{j}" for j in range(30)]
+    # --model-type was left out: the detected type is recorded
+    assert spec["source"] == {"path": str(root / "mlp.skops"), "type": "sklearn-skops"}
     model = C.decompress(cm)
     probs = forward(model, x_test)
     acc = float((predict(model, probs) == y_test).mean())
