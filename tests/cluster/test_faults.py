@@ -165,6 +165,40 @@ def first_python_worker(cluster) -> Callable[[], tuple[str, int] | None]:
     return find
 
 
+def cpu_ticks(pid: int) -> int | None:
+    """User + system CPU time of ``pid`` in clock ticks (``/proc/PID/stat`` fields 14 and 15),
+    or None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])
+
+
+def busy_python_worker(cluster) -> Callable[[], tuple[str, int] | None]:
+    """A finder for a Python worker that is running a task: one whose CPU time grows over
+    0.1 s. A worker idle between two tasks (they are reused) can be killed without failing
+    any task, which made the tests that need a failed task flaky."""
+
+    def find() -> tuple[str, int] | None:
+        before = {}
+        for worker in cluster.worker_names():
+            for pid in cluster.python_worker_pids(worker):
+                ticks = cpu_ticks(pid)
+                if ticks is not None:
+                    before[pid] = (worker, ticks)
+        if not before:
+            return None
+        time.sleep(0.1)
+        for pid, (worker, ticks) in before.items():
+            now = cpu_ticks(pid)
+            if now is not None and now > ticks:
+                return worker, pid
+        return None
+
+    return find
+
+
 def kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -243,7 +277,7 @@ def test_clean_run_is_complete(clean):
 def test_killed_python_worker_task_is_retried(cluster, creditcard, workdir, clean):
     out = workdir / "python-killed"
     with Submission(cluster, creditcard, out) as job:
-        worker, pid = wait_for(job, first_python_worker(cluster), "a Python worker")
+        worker, pid = wait_for(job, busy_python_worker(cluster), "a busy Python worker")
         kill(pid)
         run = job.result()
     assert run.returncode == 0, run.describe()
@@ -299,7 +333,7 @@ def test_failed_overwrite_keeps_the_old_output_and_a_rerun_equals_a_clean_run(
     # With one attempt per task, the fault that the tests above survive fails the job.
     with Submission(cluster, creditcard, out, "--overwrite",
                     conf={"spark.task.maxFailures": "1"}) as job:
-        worker, pid = wait_for(job, first_python_worker(cluster), "a Python worker")
+        worker, pid = wait_for(job, busy_python_worker(cluster), "a busy Python worker")
         kill(pid)
         failed = job.result()
     assert failed.returncode == 1, failed.describe()
