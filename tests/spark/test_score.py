@@ -217,6 +217,43 @@ def test_folded_codes_equal_scoring_the_decoded_floats(spark, data, encoded, nam
     assert sum(r.prediction != float(p > 0.5) for r, p in zip(got, out[:, -1])) <= 1
 
 
+@pytest.mark.parametrize("name,method", [("lr", "expression"), ("lr", "arrow"),
+                                         ("mlp", "arrow")])
+def test_bad_codes_get_null_scores_and_the_rest_equal_the_core(spark, data, encoded, name,
+                                                                method):
+    """Null, special (NaN -1, +inf -2, -inf -3) and out-of-range codes, in affine and quantile
+    columns, make exactly their rows unscorable; the other rows equal the numpy core on codes."""
+    from pyspark.sql import functions as F
+
+    from spark_compress.core.scoring import fold_codes, score_codes
+    from spark_compress.spark.score import model_file_from_bytes, score_dataframe
+
+    _, _, models = data
+    qm, codes = encoded
+    cb = qm.codebook
+    # f0 quantile 4 bits (qmax 15), f1 percentile 8 bits, f2 minmax 8 bits (qmax 255)
+    bad = {0: ("f1", None), 1: ("f2", Q.CODE_NAN), 2: ("f2", Q.CODE_POSINF),
+           3: ("f1", Q.CODE_NEGINF), 4: ("f2", 256), 5: ("f0", 16), 6: ("f0", -1),
+           7: ("f0", None)}
+    df = codes
+    for row_id, (c, v) in bad.items():
+        dtype = dict(codes.dtypes)[c]
+        df = df.withColumn(c, F.when(F.col("id") == row_id, F.lit(v).cast(dtype))
+                           .otherwise(F.col(c)))
+    mf = model_file_from_bytes(models[name])
+    sf = score_dataframe(df, mf, codebook=cb, method=method, batch_size=5)
+    got = sorted(sf.df.collect(), key=lambda r: r.id)
+    pdf = df.toPandas().sort_values("id")
+    c = np.stack([pdf[n].fillna(-1).to_numpy().astype(np.int64) for n in NAMES], axis=1)
+    scorer = fold_codes(mf.model, [cb.column(n).encoder for n in NAMES], names=NAMES)
+    out, valid = score_codes(scorer, c)
+    assert [r.id for r, ok in zip(got, valid) if not ok] == sorted(bad)
+    assert all((r.prediction is None) == (not ok) for r, ok in zip(got, valid))
+    assert all((r.probability is None) == (not ok) for r, ok in zip(got, valid))
+    good = [r for r, ok in zip(got, valid) if ok]
+    np.testing.assert_allclose(_probabilities(good, 2)[:, 1], out[valid, -1], rtol=0, atol=1e-5)
+
+
 def test_codes_need_integer_columns_from_the_codebook(spark, data, encoded):
     from spark_compress.spark.score import model_file_from_bytes, score_dataframe
 
