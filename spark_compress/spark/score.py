@@ -30,12 +30,13 @@ a special code, or a code outside the codebook's range) gets null ``prediction``
 from __future__ import annotations
 
 import hashlib
+import operator
 import resource
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -281,20 +282,22 @@ def _code_term(c: Column, q: Q.AffineQuantizer | Q.QuantileQuantizer, w: np.ndar
     return terms
 
 
+def _tree(items: list[Column], op: Callable[[Column, Column], Column]) -> Column:
+    """``items[0] op items[1] op ...`` as a balanced tree: depth log2(n), so hundreds of terms
+    (784 pixels) neither overflow the JVM's stack in the analyzer nor chain one long
+    dependency."""
+    while len(items) > 1:
+        items = [op(items[i], items[i + 1]) if i + 1 < len(items) else items[i]
+                 for i in range(0, len(items), 2)]
+    return items[0]
+
+
 def _sum(terms: list[Column]) -> Column:
-    """``terms[0] + terms[1] + ...`` as a balanced tree: depth log2(n), so hundreds of terms (784
-    pixels) neither overflow the JVM's stack in the analyzer nor chain one long dependency."""
-    while len(terms) > 1:
-        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
-                 for i in range(0, len(terms), 2)]
-    return terms[0]
+    return _tree(terms, operator.add)
 
 
 def _all(conds: list[Column]) -> Column:
-    while len(conds) > 1:
-        conds = [conds[i] & conds[i + 1] if i + 1 < len(conds) else conds[i]
-                 for i in range(0, len(conds), 2)]
-    return conds[0]
+    return _tree(conds, operator.and_)
 
 
 def _activation(z: list[Column], act: str) -> list[Column]:
