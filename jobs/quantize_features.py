@@ -1,102 +1,16 @@
 """Quantize the feature columns of a dataset and write compact Parquet plus a codebook.
 
-    spark-submit jobs/quantize_features.py --input PATH --output OUT --config conf/X.toml \
-        [--input-format parquet|csv|orc|json] [--input-option KEY=VALUE] [--overwrite]
-
-Writes ``OUT/data/`` (Parquet, integer codes), ``OUT/codebook.json``, ``OUT/report.json`` and
-``OUT/_SUCCESS``, atomically. Exit codes: 0 ok, 2 bad input or config, 1 failure. A rerun with
-the same input, config and arguments over a finished output is skipped (``"status":
-"skipped"``; see ``spark_compress.spark.jobkit``).
+Thin entry point for ``spark-submit jobs/quantize_features.py ...`` from a checkout; the job is
+:mod:`spark_compress.jobs.quantize_features` (``spark-compress quantize_features`` runs it from an installed package).
 """
-
-from __future__ import annotations
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a checkout
 
-from pyspark import StorageLevel  # noqa: E402
-
-from spark_compress.io import output as O  # noqa: E402
-from spark_compress.io.codebook import write_codebook  # noqa: E402
-from spark_compress.io.config import load_feature_config  # noqa: E402
-from spark_compress.spark import features as FT  # noqa: E402
-from spark_compress.spark import jobkit  # noqa: E402
-from spark_compress.errors import DataError  # noqa: E402
-
-JOB = "quantize_features"
-
-
-def prepare(args):
-    """Everything that can be checked before Spark starts: config and paths."""
-    config = load_feature_config(args.config)
-    O.check_output(O.local_path(args.output, what="--output"), overwrite=args.overwrite)
-    O.local_path(args.input, what="--input")
-    return config
-
-
-def run(args, spark, run_id, config) -> dict:
-    out = O.StagedOutput(O.local_path(args.output, what="--output"), overwrite=args.overwrite,
-                         run_id=run_id)
-    df = None
-    try:
-        with jobkit.phase("read", input=args.input, format=args.input_format):
-            df = jobkit.read_input(spark, args.input, args.input_format, args.input_option)
-            if args.input_format in ("csv", "json"):
-                # Text formats are re-parsed on every pass (fit, quantiles, encode, evaluate).
-                df = df.persist(StorageLevel.MEMORY_AND_DISK)
-            plan = FT.plan_features(df.schema, config)
-        with jobkit.phase("fit", columns=len(plan.encode)) as info:
-            codebook, rows_in = FT.fit_codebook(df, plan, relative_error=config.relative_error)
-            info["rows"] = rows_in
-        if rows_in == 0:
-            raise DataError(f"--input {args.input}: the dataset has no rows; nothing to fit")
-        write_codebook(codebook, out.staging / "codebook.json")
-        with jobkit.phase("encode+write") as info:
-            FT.encode_features(df, codebook).write.parquet(out.uri("data"))
-        data_dir = out.staging / "data"
-        rows_out = spark.read.parquet(out.uri("data")).count()
-        FT.check_rows(rows_in, rows_out, JOB)
-        with jobkit.phase("evaluate"):
-            errors = FT.evaluate_features(df, codebook)
-        in_path = O.local_path(args.input, what="--input")
-        report = FT.feature_report(
-            codebook, errors, rows_in=rows_in, rows_out=rows_out,
-            bytes_in=O.tree_bytes(in_path), bytes_out=O.tree_bytes(data_dir),
-            column_bytes_in=(O.parquet_column_bytes(in_path)
-                             if args.input_format == "parquet" else None),
-            column_bytes_out=O.parquet_column_bytes(data_dir))
-        report.update(job=JOB, run_id=run_id, input=args.input, input_format=args.input_format,
-                      output=args.output, config=args.config, dropped=list(plan.drop),
-                      input_fingerprint=args.input_fingerprint)
-        out.write_json("report.json", report)
-        out.commit()
-    except BaseException:
-        out.abort()
-        raise
-    finally:
-        if df is not None:
-            df.unpersist()
-    return {k: report[k] for k in ("rows_in", "rows_out", "bytes_in", "bytes_out",
-                                   "compression_ratio")} | {"output": args.output}
-
-
-FINGERPRINT = jobkit.Fingerprint(inputs=("input",), configs=("config",))
-
-
-def build_parser():
-    """The job's argument parser (no Spark needed: tests and schedulers check flags with it)."""
-    parser = jobkit.base_parser(JOB, __doc__.splitlines()[0])
-    jobkit.add_input_args(parser)
-    parser.add_argument("--config", required=True, help="TOML config, see conf/")
-    return parser
-
-
-def main(argv=None) -> int:
-    return jobkit.run_job(JOB, build_parser(), run, argv, prepare=prepare,
-                          fingerprint=FINGERPRINT)
-
+from spark_compress.jobs.quantize_features import *  # noqa: E402,F401,F403
+from spark_compress.jobs.quantize_features import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

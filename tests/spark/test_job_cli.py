@@ -62,8 +62,10 @@ def _report(out: Path) -> dict:
 
 
 def _documented_flags(job_file: Path) -> list[str]:
-    """The options the job's module docstring (its spark-submit usage) names."""
-    doc = ast.get_docstring(ast.parse(job_file.read_text(encoding="utf-8")))
+    """The options the job module's docstring (its spark-submit usage) names; ``jobs/X.py`` is
+    a shim over ``spark_compress/jobs/X.py``, which documents them."""
+    module = REPO / "spark_compress" / "jobs" / job_file.name
+    doc = ast.get_docstring(ast.parse(module.read_text(encoding="utf-8")))
     return sorted(set(FLAG.findall(doc)))
 
 
