@@ -25,6 +25,7 @@ The dataclasses are frozen but hold numpy arrays, which stay mutable: treat them
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
@@ -135,13 +136,44 @@ def check_plan(plan: LayerPlan, *, where: str) -> None:
         )
 
 
+POSITION_PREFIX = "#"
+
+
+def parse_layer_key(key: object) -> tuple[str, int | str]:
+    """What a plan's ``layers`` key addresses: ``("position", i)`` or ``("name", text)``.
+
+    The one rule, the same in TOML and in Python: a string is a layer *name*, unless it starts
+    with ``#``, which makes it a *position* (``"#0"`` the first layer, ``"#-1"`` the output
+    layer). A Python ``int`` is a position too (TOML keys are always strings, so ``[layers.2]``
+    is the layer named ``"2"``, never the third layer). Raises :class:`ConfigError` naming the
+    key for a ``#`` key that is not ``#`` followed by an integer, an empty name, or a key of
+    another type.
+    """
+    if _is_int(key):
+        return ("position", int(key))
+    if not isinstance(key, str):
+        raise ConfigError(f"plan layer key {key!r} must be a layer name (str) or a position "
+                          f"(int, or a string such as '#0' or '#-1'); got {type(key).__name__}")
+    if key.startswith(POSITION_PREFIX):
+        digits = key[len(POSITION_PREFIX):]
+        if not re.fullmatch(r"-?[0-9]+", digits):
+            raise ConfigError(f"plan layer key {key!r} is not a position: write '#' followed by "
+                              f"an integer ('#0' is the first layer, '#-1' the output layer)")
+        return ("position", int(digits))
+    if not key:
+        raise ConfigError("plan layer key '' is empty: write a layer name or a position such as "
+                          "'#0'")
+    return ("name", key)
+
+
 @dataclass(frozen=True)
 class Plan:
     """The compression of a whole model: ``layers`` overrides ``default`` per layer.
 
-    ``layers`` keys are layer indices; before :func:`resolve_plan` they may also be negative
-    indices (``-1`` is the output layer), their strings (``"0"``, ``"-1"``), or layer names
-    (:attr:`Dense.name`).
+    ``layers`` keys follow :func:`parse_layer_key`: a string is a layer name
+    (:attr:`Dense.name`), ``"#i"`` or an int ``i`` is a position (``"#-1"``/``-1`` is the
+    output layer). :func:`resolve_plan` turns them into positions ``0..n-1``; after it (and in
+    a stored plan) every key is an int.
 
     ``global_prune``: unstructured pruning removes, in total, the same number of weights as
     per-layer pruning would (the sum over layers of ``round(prune * size)``), but chosen against
@@ -150,47 +182,68 @@ class Plan:
     """
 
     default: LayerPlan = field(default_factory=LayerPlan)
-    layers: Mapping[int, LayerPlan] = field(default_factory=dict)
+    layers: Mapping[int | str, LayerPlan] = field(default_factory=dict)
     global_prune: bool = False
     seed: int = 0
 
     def for_layer(self, i: int) -> LayerPlan:
-        """The plan of layer ``i``: its override if there is one, else ``default``."""
+        """The plan of layer ``i`` (a position after :func:`resolve_plan`): its override if
+        there is one, else ``default``."""
         return self.layers.get(i, self.default)
 
 
-def resolve_plan(plan: Plan, model: Model | CompressedModel) -> Plan:
-    """``plan`` with every ``layers`` key turned into a layer index of ``model`` (a model or
-    its compressed form: both have ``layers`` with ``name``).
+def _layer_list(names: list[str]) -> str:
+    n = len(names)
+    listed = ", ".join(f"#{i} {nm!r}" if nm else f"#{i} (unnamed)" for i, nm in enumerate(names))
+    return f"{n} layer(s): {listed}"
 
-    A key is an index (``0``..``n - 1``, or ``-n``..``-1`` counted from the output layer), the
-    same as a string, or a layer's name. Raises :class:`ConfigError` for a key that matches no
-    layer (the message lists the model's layers) and for two keys that name the same layer.
+
+def resolve_plan(plan: Plan, model: Model | CompressedModel) -> Plan:
+    """``plan`` with every ``layers`` key turned into a position ``0..n-1`` of ``model`` (a
+    model or its compressed form: both have ``layers`` with ``name``).
+
+    Keys follow :func:`parse_layer_key`: names must be names of the model's layers, positions
+    ``#i`` (or ints) must be in ``-n..n-1``. Refused with :class:`ConfigError`, each message
+    naming the key, the model's layers and the fix:
+
+    * a name the model does not have; when it looks like a position (``"2"``, ``"-1"``), the
+      message says to write ``"#2"`` (``[layers."#2"]`` in TOML) for the layer at position 2;
+    * a ``#`` key when the model has a layer of exactly that name (it could mean either);
+    * a position out of range, and two keys that address the same layer.
     """
     if not isinstance(plan, Plan):
         raise ConfigError(f"plan must be a Plan, got {type(plan).__name__}")
     n = len(model.layers)
-    names = {layer.name: i for i, layer in enumerate(model.layers) if layer.name}
-    known = ", ".join([f"0..{n - 1}", f"-{n}..-1"] + [repr(k) for k in names])
+    layer_names = [layer.name for layer in model.layers]
+    names = {nm: i for i, nm in enumerate(layer_names) if nm}
     layers: dict[int, LayerPlan] = {}
     origin: dict[int, object] = {}
     for key, lp in plan.layers.items():
-        index = None
-        if _is_int(key):
-            index = int(key)
-        elif isinstance(key, str):
-            text = key.strip()
-            if text in names:
-                index = names[text]
-            elif text.lstrip("-").isdigit() and text.count("-") <= 1:
-                index = int(text)
-        if index is None or not -n <= index < n:
-            raise ConfigError(f"the plan names layer {key!r}, which the model does not have; "
-                              f"its layers are {known}")
-        index %= n
+        kind, value = parse_layer_key(key)
+        if kind == "name":
+            if value not in names:
+                hint = ""
+                if re.fullmatch(r"-?[0-9]+", value):
+                    hint = (f"; a plan key is a layer name: for the layer at position {value} "
+                            f"write '#{value}' ([layers.\"#{value}\"] in TOML)")
+                raise ConfigError(f"the plan names layer {key!r}, which the model does not "
+                                  f"have; it has {_layer_list(layer_names)}{hint}")
+            index = names[value]
+        else:
+            if isinstance(key, str) and key in names:
+                raise ConfigError(
+                    f"the plan key {key!r} is ambiguous: the model has a layer named {key!r} "
+                    f"(#{names[key]}) and {key!r} is also the position #{value}; the model has "
+                    f"{_layer_list(layer_names)}. Rename the layer in the model's spec"
+                )
+            if not -n <= value < n:
+                raise ConfigError(f"the plan names layer {key!r}, which the model does not "
+                                  f"have: position {value} is out of range; it has "
+                                  f"{_layer_list(layer_names)}")
+            index = value % n
         if index in layers:
-            raise ConfigError(f"the plan names layers[{index}] twice: as {origin[index]!r} and "
-                              f"as {key!r}; keep one of them")
+            raise ConfigError(f"the plan addresses layer #{index} twice: as {origin[index]!r} "
+                              f"and as {key!r}; keep one of them")
         layers[index] = lp
         origin[index] = key
     return replace(plan, layers=dict(sorted(layers.items())))
@@ -548,6 +601,12 @@ def bias_correction(
     """Shift each compressed layer's bias so its mean pre-activation on ``x_calib`` equals the
     original layer's.
 
+    ``original`` is the float model that ``cm`` approximates: the model given to
+    :func:`compress`, whose layers are restricted to ``kept_neurons`` where structured pruning
+    made the compressed layer narrower, or a model whose layers already have the compressed
+    widths (the fine-tuned model of
+    :func:`~spark_compress.core.finetune.prune_finetune_compress`), used as it is.
+
     The rule, for ``i = 0, 1, ...`` in order, with ``h_orig_i`` the input of layer ``i`` in the
     original model and ``h_comp_i`` its input in the compressed model *with the biases of layers
     ``0..i-1`` already corrected* (so later layers also absorb the error passed on by earlier
@@ -585,7 +644,8 @@ def bias_correction(
         w_c = lc.weight().astype(np.float64)
         b_c = np.zeros(lc.shape[1]) if lc.bias is None else lc.bias.astype(np.float64)
         z_comp = h_comp @ w_c + b_c
-        b_new = b_c + (z_orig[:, lc.kept_neurons] - z_comp).mean(axis=0)
+        cols = slice(None) if z_orig.shape[1] == lc.shape[1] else lc.kept_neurons
+        b_new = b_c + (z_orig[:, cols] - z_comp).mean(axis=0)
         layers.append(replace(lc, bias=b_new.astype(np.float32)))
         h_orig = _activate(z_orig.astype(np.float32), lo.activation).astype(np.float64)
         z_new = (h_comp @ w_c + b_new.astype(np.float32)).astype(np.float32)

@@ -1,7 +1,14 @@
-"""The model-compression job's TOML config: ``[plan]``, ``[layers.N]``, ``[eval]``.
+"""The model-compression job's TOML config: ``[plan]``, ``[layers.X]``, ``[eval]``.
 
 Unknown sections and keys are errors that name the file and the key; plan values are checked by
 :func:`spark_compress.core.compress.check_plan`, so the messages are the same as the library's.
+
+A ``[layers.X]`` key follows the library's one rule
+(:func:`spark_compress.core.compress.parse_layer_key`): ``X`` is a layer *name*, unless it starts
+with ``#``, which makes it a position. So ``[layers.2]`` is the layer named ``"2"`` (PyTorch
+``nn.Sequential`` exports name their layers ``"0"``, ``"2"``, ``"4"``), and the third layer is
+``[layers."#2"]``. A key that looks like a position but names no layer is refused, with the
+fix, when the plan is resolved against the model.
 
     [plan]                 # every layer, unless overridden
     prune = 0.8            # fraction of weights removed by magnitude (0 = none)
@@ -15,8 +22,10 @@ Unknown sections and keys are errors that name the file and the key; plan values
     bias_correction = 0    # > 0: calibration rows for bias correction
     finetune_epochs = 0    # > 0: fine-tune the surviving weights (masks fixed) before quantizing
     finetune_rows = 50000  # training rows collected to the driver for fine-tuning
-    [layers.0]             # per-layer override: by index, from the end ([layers.-1] is the
-    prune = 0.5            # output layer), or by the layer's name in the model
+    [layers.fc1]           # per-layer override of the layer *named* fc1 in the model
+    prune = 0.5
+    [layers."#0"]          # per-layer override by position: "#0" is the first layer, "#-1"
+    quantize = "none"      # the output layer (quoted: '#' is not allowed in a bare TOML key)
     [eval]
     label = "label"
     features = ["f0", "f1"]   # or one array column name
@@ -24,11 +33,13 @@ Unknown sections and keys are errors that name the file and the key; plan values
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from spark_compress.core.compress import LayerPlan, Plan, check_plan
+from spark_compress.core.compress import LayerPlan, Plan, check_plan, parse_layer_key
 from spark_compress.errors import ConfigError
 from spark_compress.io.config import _table, _validated, read_toml
 
@@ -66,6 +77,13 @@ def _label(v: Any, where: str) -> str:
     return v
 
 
+def _layer_section(key: str) -> str:
+    """``[layers.key]`` as the user wrote it: quoted unless ``key`` is a bare TOML key."""
+    if re.fullmatch(r"[A-Za-z0-9_-]+", key):
+        return f"[layers.{key}]"
+    return "[layers." + json.dumps(key) + "]"
+
+
 _LAYER_KEYS = {"prune": _any, "structured": _any, "quantize": _any, "kmeans_bits": _any,
                "rank": _any, "energy": _any}
 _PLAN_KEYS = dict(_LAYER_KEYS, global_prune=_bool, seed=_nonneg_int, bias_correction=_nonneg_int,
@@ -100,21 +118,27 @@ def parse_model_config(doc: Mapping, *, source: str = "<config>") -> ModelJobCon
     layer_fields = {k: plan_doc[k] for k in _LAYER_KEYS if k in plan_doc}
     default = LayerPlan(**layer_fields)
     check_plan(default, where=f"{source}: [plan]")
-    layers: dict[int | str, LayerPlan] = {}
+    layers: dict[str, LayerPlan] = {}
     for key, table in _table(doc, "layers", source).items():
+        section = _layer_section(key)
         if not isinstance(table, dict):
-            raise ConfigError(f"{source}: [layers.{key}] must be a table (a layer index such as "
-                              f"[layers.0] or [layers.-1], or a layer name).")
-        over = _validated(table, _LAYER_KEYS, f"[layers.{key}]", source)
+            raise ConfigError(f"{source}: {section} must be a table (a layer name such as "
+                              f"[layers.fc1], or a position such as [layers.\"#0\"] or "
+                              f"[layers.\"#-1\"] for the output layer).")
+        try:
+            parse_layer_key(key)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {section}: {exc}") from exc
+        over = _validated(table, _LAYER_KEYS, section, source)
         # A layer that picks one way to choose the rank drops the other one it inherits.
         if "energy" in over and "rank" not in over:
             over["rank"] = 0
         if "rank" in over and "energy" not in over:
             over["energy"] = 0.0
         lp = replace(default, **over)
-        check_plan(lp, where=f"{source}: [layers.{key}]")
-        # Indices stay ints; names and negative indices are resolved against the model.
-        layers[int(key) if key.isdigit() else key] = lp
+        check_plan(lp, where=f"{source}: {section}")
+        # Keys stay as written (names, or "#i" positions): resolve_plan maps them to the model.
+        layers[key] = lp
     ev = _validated(_table(doc, "eval", source), _EVAL_KEYS, "[eval]", source)
     plan = Plan(default=default, layers=layers, global_prune=plan_doc.get("global_prune", False),
                 seed=plan_doc.get("seed", 0))

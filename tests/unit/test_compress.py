@@ -14,6 +14,7 @@ from spark_compress.core.compress import (
     check_plan,
     compress,
     decompress,
+    parse_layer_key,
     resolve_plan,
     sparsity,
 )
@@ -202,21 +203,80 @@ def test_rank_and_energy_together_are_refused():
         check_plan(LayerPlan(energy=1.5), where="layers[0]")
 
 
-def test_resolve_plan_accepts_indices_negative_indices_and_names():
+def test_resolve_plan_strings_are_names_and_hash_or_int_keys_are_positions():
     named = Model("regression", (Dense(W0, B0, "relu", "hidden"), Dense(W1, B1, "identity", "out")),
                   4)
     a, b = LayerPlan(prune=0.5), LayerPlan(quantize="int8")
     assert resolve_plan(Plan(layers={"hidden": a, -1: b}), named).layers == {0: a, 1: b}
-    assert resolve_plan(Plan(layers={"-2": a, "out": b}), named).layers == {0: a, 1: b}
-    assert resolve_plan(Plan(layers={1: b, "0": a}), mlp()).layers == {0: a, 1: b}
-    with pytest.raises(ConfigError, match=r"names layers\[1\] twice: as 'out' and as -1"):
+    assert resolve_plan(Plan(layers={"#-2": a, "out": b}), named).layers == {0: a, 1: b}
+    assert resolve_plan(Plan(layers={1: b, "#0": a}), mlp()).layers == {0: a, 1: b}
+    assert resolve_plan(Plan(layers={np.int64(-1): b}), mlp()).layers == {1: b}
+    with pytest.raises(ConfigError, match=r"addresses layer #1 twice: as 'out' and as -1"):
         resolve_plan(Plan(layers={"out": a, -1: b}), named)
-    with pytest.raises(ConfigError, match=r"names layer 'fc9'.*0\.\.1, -2\.\.-1, 'hidden', 'out'"):
+    with pytest.raises(ConfigError, match=r"names layer 'fc9', which the model does not have; "
+                                          r"it has 2 layer\(s\): #0 'hidden', #1 'out'$"):
         resolve_plan(Plan(layers={"fc9": a}), named)
     # compress resolves too and keeps the names through decompress
     cm = compress(named, Plan(layers={"out": b}))
     assert cm.layers[1].w.kind == "int8" and cm.layers[0].w.kind == "float32"
     assert [l.name for l in decompress(cm).layers] == ["hidden", "out"]
+
+
+def _sequential(names=("0", "2", "4")):
+    """A PyTorch ``nn.Sequential``-like MLP 4-3-3-2 whose Dense layers are named "0", "2", "4"
+    (the ReLUs in between are modules "1" and "3", which hold no weights)."""
+    rng = np.random.default_rng(5)
+    shapes = [(4, 3), (3, 3), (3, 2)]
+    return Model("regression", tuple(
+        Dense(rng.normal(size=s).astype(np.float32), np.zeros(s[1], np.float32),
+              "relu" if i < 2 else "identity", nm)
+        for i, (s, nm) in enumerate(zip(shapes, names))), 4)
+
+
+def test_numeric_string_keys_are_layer_names_not_positions():
+    model = _sequential()
+    lp = LayerPlan(quantize="int8")
+    assert resolve_plan(Plan(layers={"2": lp}), model).layers == {1: lp}  # the layer named "2"
+    assert resolve_plan(Plan(layers={"#2": lp}), model).layers == {2: lp}  # the third layer
+    assert resolve_plan(Plan(layers={2: lp}), model).layers == {2: lp}     # an int: a position
+    cm = compress(model, Plan(layers={"2": lp}))
+    assert [l.w.kind for l in cm.layers] == ["float32", "int8", "float32"]
+
+
+def test_numeric_string_keys_for_positions_are_refused_with_the_fix():
+    model = _sequential()
+    with pytest.raises(ConfigError, match=r"names layer '1', which the model does not have; it has "
+                                          r"3 layer\(s\): #0 '0', #1 '2', #2 '4'; a plan key is a "
+                                          r"layer name: for the layer at position 1 write '#1' "
+                                          r"\(\[layers.\"#1\"\] in TOML\)"):
+        resolve_plan(Plan(layers={"1": LayerPlan()}), model)
+    with pytest.raises(ConfigError, match=r"names layer '-1', .*#0 \(unnamed\), #1 \(unnamed\); "
+                                          r".*write '#-1'"):
+        compress(mlp(), Plan(layers={"-1": LayerPlan()}))
+
+
+def test_two_keys_for_one_layer_and_hash_keys_that_are_also_names_are_refused():
+    with pytest.raises(ConfigError, match=r"addresses layer #2 twice: as '4' and as '#-1'"):
+        resolve_plan(Plan(layers={"4": LayerPlan(), "#-1": LayerPlan()}), _sequential())
+    odd = _sequential(names=("#1", "b", "c"))
+    with pytest.raises(ConfigError, match=r"the plan key '#1' is ambiguous: the model has a layer "
+                                          r"named '#1' \(#0\) and '#1' is also the position #1"):
+        resolve_plan(Plan(layers={"#1": LayerPlan()}), odd)
+    assert resolve_plan(Plan(layers={1: LayerPlan()}), odd).layers == {1: LayerPlan()}
+
+
+@pytest.mark.parametrize("key,match", [
+    ("#", r"plan layer key '#' is not a position"),
+    ("#1.5", r"plan layer key '#1.5' is not a position"),
+    ("", r"plan layer key '' is empty"),
+    (1.0, r"plan layer key 1.0 must be a layer name \(str\) or a position"),
+    (True, r"plan layer key True must be a layer name"),
+])
+def test_malformed_layer_keys_are_refused(key, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_layer_key(key)
+    with pytest.raises(ConfigError, match=match):
+        compress(mlp(), Plan(layers={key: LayerPlan()}))
 
 
 def test_duplicate_layer_names_are_refused():
@@ -353,8 +413,8 @@ def test_plan_validation(layer_plan, match):
 
 
 def test_plan_level_validation():
-    with pytest.raises(ConfigError, match=r"names layer 2, which the model does not have; its "
-                                          r"layers are 0\.\.1, -2\.\.-1"):
+    with pytest.raises(ConfigError, match=r"names layer 2, which the model does not have: "
+                                          r"position 2 is out of range; it has 2 layer"):
         compress(mlp(), Plan(LayerPlan(), layers={2: LayerPlan()}))
     with pytest.raises(ConfigError, match=r"'prune' parameter of the default layer plan"):
         compress(mlp(), Plan(LayerPlan(prune=-0.1)))
