@@ -23,7 +23,14 @@ from typing import Sequence
 
 import numpy as np
 
-from spark_compress.core.compress import CompressedModel, Plan, compress, decompress, resolve_plan
+from spark_compress.core.compress import (
+    CompressedModel,
+    Plan,
+    bias_correction,
+    compress,
+    decompress,
+    resolve_plan,
+)
 from spark_compress.core.model import Dense, Model, validate
 from spark_compress.core.weights import _is_int
 from spark_compress.errors import ConfigError, DataError
@@ -75,9 +82,18 @@ def _check_xy(model: Model, x: object, y: object) -> tuple[np.ndarray, np.ndarra
         return xa, ya
     if ya.shape != (n,):
         raise DataError(f"labels must have shape ({n},), one per row; got shape {ya.shape}")
-    if not (np.issubdtype(ya.dtype, np.integer) or ya.dtype == np.bool_):
-        raise DataError(f"labels must be integers 0..{max(k, 2) - 1}; got dtype {ya.dtype}")
     classes = max(k, 2)
+    if np.issubdtype(ya.dtype, np.floating):
+        # MLlib tables hold labels as doubles (0.0, 1.0, ...): accept integral values only.
+        frac = ~np.isfinite(ya) | (ya != np.round(ya))
+        if frac.any():
+            i = int(np.argmax(frac))
+            raise DataError(
+                f"labels must be integer class values 0..{classes - 1}; row {i} holds "
+                f"{float(ya[i])!r}, which is not a whole number"
+            )
+    elif not (np.issubdtype(ya.dtype, np.integer) or ya.dtype == np.bool_):
+        raise DataError(f"labels must be integers 0..{classes - 1}; got dtype {ya.dtype}")
     bad = (ya < 0) | (ya >= classes)
     if bad.any():
         raise DataError(
@@ -245,7 +261,8 @@ def finetune(
     (or 0/1) array of the weight's shape, ``True`` = keep. Masked-out weights are 0 in the
     result, exactly, whatever their value in ``model``; biases are never masked. ``x`` is
     ``(n >= 1, n_features)`` and finite; ``y`` is integer labels ``(n,)`` for classification
-    (``0..k-1``, binary ``0/1``) or targets ``(n,)``/``(n, k)`` for regression.
+    (``0..k-1``, binary ``0/1``; integral floats such as MLlib's ``0.0``/``1.0`` are accepted)
+    or targets ``(n,)``/``(n, k)`` for regression.
 
     Adam (beta1 0.9, beta2 0.999, eps 1e-8, step ``lr``) on mini-batches of ``batch_size`` rows,
     reshuffled every epoch by ``numpy.random.default_rng(seed)``; float32 throughout. The same
@@ -254,7 +271,8 @@ def finetune(
 
     Raises :class:`ConfigError` for a model with embeddings (tables are not trained), masks of
     the wrong number or shape, or an option out of range; :class:`DataError` for features or
-    labels of the wrong shape, non-finite values or labels out of range.
+    labels of the wrong shape, non-finite values, labels that are not whole numbers or labels
+    out of range.
     """
     _check_trainable(model)
     mks = _check_masks(model, masks)
@@ -318,9 +336,10 @@ def prune_finetune_compress(
     batch_size: int = 256,
     lr: float = 1e-3,
     seed: int = 0,
+    x_calib: np.ndarray | None = None,
 ) -> CompressedModel:
     """Deep Compression order: prune as ``plan`` says, :func:`finetune` the survivors on
-    ``(x, y)``, then quantize as ``plan`` says.
+    ``(x, y)``, then quantize as ``plan`` says; with ``x_calib``, bias-correct the result.
 
     1. ``compress(model, plan)`` with every layer's ``quantize`` set to ``"none"``: structured
        and unstructured pruning (per layer or global) exactly as :func:`compress` does them.
@@ -331,6 +350,11 @@ def prune_finetune_compress(
        done). Pruned weights are exactly 0 and survivors are nonzero, so re-pruning the same
        count keeps the same weights; this is checked, and a kept weight that became exactly 0
        during training (which would make the re-pruning ambiguous) raises :class:`DataError`.
+
+    4. With ``x_calib`` (calibration rows, ``(n >= 1, n_features)``):
+       :func:`~spark_compress.core.compress.bias_correction` of the result towards the
+       *fine-tuned* float model, the model the quantization error of step 3 is measured
+       against (correcting towards ``model`` would undo part of the fine-tuning).
 
     ``kept_neurons`` of the result refer to the original model's neurons, as after
     :func:`compress`. Low rank (``rank > 0``) is refused with :class:`ConfigError`: the
@@ -379,4 +403,7 @@ def prune_finetune_compress(
                 f"another seed or a smaller lr"
             )
         layers.append(replace(l2, kept_neurons=l1.kept_neurons))
-    return replace(cm2, layers=tuple(layers))
+    cm = replace(cm2, layers=tuple(layers))
+    if x_calib is not None:
+        cm = bias_correction(tuned, cm, x_calib)
+    return cm

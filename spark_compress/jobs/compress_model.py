@@ -69,22 +69,31 @@ def run(args, spark, run_id, ctx) -> dict:
                 train = jobkit.read_input(spark, args.calibration_data, args.eval_format, [],
                                            what="--train-data")
                 x, y = calibration_matrix(train, features, config.finetune_rows,
-                                          label=config.eval.label)
+                                          label=config.eval.label, seed=config.plan.seed,
+                                          class_labels=model.task != "regression")
                 info["rows"] = len(y)
+                # Bias correction, if asked for, aims at the fine-tuned float model: it runs
+                # inside, where that model exists.
+                x_calib = None
+                if config.bias_correction_rows:
+                    x_calib = calibration_matrix(train, features, config.bias_correction_rows,
+                                                 seed=config.plan.seed)
+                    info["bias_correction_rows"] = len(x_calib)
                 cm = prune_finetune_compress(model, config.plan, x, y,
                                              epochs=config.finetune_epochs,
-                                             seed=config.plan.seed)
+                                             seed=config.plan.seed, x_calib=x_calib)
         else:
             with jobkit.phase("compress", layers=len(model.layers)):
                 cm = C.compress(model, config.plan)
-        if config.bias_correction_rows:
+        if config.bias_correction_rows and not config.finetune_epochs:
             if not args.calibration_data:
                 raise ConfigError(f"{config.source}: [plan] bias_correction needs "
                                   f"--calibration-data (rows from the training data)")
             with jobkit.phase("bias-correction", rows=config.bias_correction_rows):
                 calib = jobkit.read_input(spark, args.calibration_data, args.eval_format, [],
                                            what="--calibration-data")
-                x = calibration_matrix(calib, features, config.bias_correction_rows)
+                x = calibration_matrix(calib, features, config.bias_correction_rows,
+                                       seed=config.plan.seed)
                 cm = C.bias_correction(model, cm, x)
         data = MF.model_to_bytes(cm, plan=config.plan, hmac_key=MF.hmac_key_from_env(),
                                  source={"path": str(model_path), "type": model_type})

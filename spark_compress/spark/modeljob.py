@@ -6,6 +6,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from spark_compress.core import compress as C
 from spark_compress.core.model import Model
@@ -15,15 +16,30 @@ from spark_compress.spark.features import col
 
 
 def calibration_matrix(df: DataFrame, features: Sequence[str] | str, rows: int,
-                       label: str | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """The first ``rows`` rows of ``features`` as a float32 matrix (for bias correction), and
-    with ``label`` also the labels (for fine-tuning).
+                       label: str | None = None, *, seed: int = 0,
+                       class_labels: bool = False
+                       ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """A uniform random sample of ``rows`` rows of ``features`` as a float32 matrix (for bias
+    correction), and with ``label`` also the labels (for fine-tuning); every row when the
+    data has at most ``rows``.
 
-    ``features`` is a list of numeric columns or one array column. Only these rows reach the
-    driver."""
+    The sample is the ``rows`` rows with the smallest ``xxhash64(seed, row)`` (the row being the
+    selected columns), in that order: deterministic for the same data and seed whatever its
+    partitioning or file order, and uniform over rows (identical rows share a hash, so they are
+    taken or left together). Spark computes it as a top-k per partition; only these rows reach
+    the driver. ``features`` is a list of numeric columns or one array column.
+
+    With ``class_labels`` the labels are class values: integers, booleans, or doubles holding
+    whole numbers (what MLlib tables hold: ``0.0``/``1.0``), returned as int64; a label that
+    is not a whole number raises :class:`DataError` naming the column and the value. Null,
+    NaN or infinite features or labels raise :class:`DataError` too.
+    """
     names = [features] if isinstance(features, str) else list(features)
     extra = [label] if label is not None else []
-    table = df.select(*[col(n) for n in names + extra]).limit(rows).toArrow()
+    cols = [col(n) for n in names + extra]
+    key = F.xxhash64(F.lit(int(seed)), *cols)
+    # The columns after the hash break its (rare) ties, so the order is total.
+    table = df.select(*cols).orderBy(key, *cols).limit(rows).toArrow()
     if table.num_rows == 0:
         raise DataError("calibration data has no rows")
     if isinstance(features, str):
@@ -35,10 +51,30 @@ def calibration_matrix(df: DataFrame, features: Sequence[str] | str, rows: int,
         raise DataError("calibration data has null, NaN or infinite features")
     if label is None:
         return x
-    y = table.column(label).to_numpy(zero_copy_only=False)
-    if not np.isfinite(y.astype(np.float64)).all():
+    labels = table.column(label)
+    y = labels.to_numpy(zero_copy_only=False)
+    numeric = y.dtype == np.bool_ or np.issubdtype(y.dtype, np.number)
+    if labels.null_count or (numeric and not np.isfinite(y.astype(np.float64)).all()):
         raise DataError(f"training data has null or NaN labels in column '{label}'")
+    if not numeric:
+        raise DataError(f"training labels in column '{label}' must be numeric; got "
+                        f"{labels.type}")
+    if class_labels:
+        y = _class_labels(y, label)
     return x, y
+
+
+def _class_labels(y: np.ndarray, label: str) -> np.ndarray:
+    """``y`` as int64 class values; :class:`DataError` naming ``label`` for a fraction."""
+    if np.issubdtype(y.dtype, np.floating):
+        frac = y != np.round(y)
+        if frac.any():
+            raise DataError(
+                f"training labels in column '{label}' must be whole class values (0, 1, ... or "
+                f"0.0, 1.0, ...); found {float(y[np.argmax(frac)])!r}. Map the column to class "
+                f"indices 0..k-1"
+            )
+    return y.astype(np.int64)
 
 
 def float32_bytes(model: Model) -> int:

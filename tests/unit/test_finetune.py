@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 
 from spark_compress.core.compress import LayerPlan, Plan, compress, decompress, sparsity
-from spark_compress.core.finetune import finetune, loss_and_gradients, prune_finetune_compress
-from spark_compress.core.model import Dense, Embedding, Model
+from spark_compress.core.finetune import (
+    _kept,
+    finetune,
+    loss_and_gradients,
+    prune_finetune_compress,
+)
+from spark_compress.core.model import Dense, Embedding, Model, forward
 from spark_compress.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.unit
@@ -202,6 +207,68 @@ def test_prune_finetune_compress_structured_keeps_neurons():
     assert np.array_equal(cm.layers[1].w.indices, ref.layers[1].w.indices)
 
 
+def test_double_labels_with_integer_values_train_like_integer_labels():
+    # MLlib tables hold class labels as doubles (0.0, 1.0, 2.0).
+    model, x, y = _problem()
+    as_int = finetune(model, [None, None], x, y, epochs=2, batch_size=64)
+    for dtype in (np.float64, np.float32):
+        as_double = finetune(model, [None, None], x, y.astype(dtype), epochs=2, batch_size=64)
+        for a, b in zip(as_int.layers, as_double.layers):
+            assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+    binary = _net([6, 1], ["sigmoid"], "binary")
+    yb = (x[:, 0] > 0).astype(np.float64)
+    tuned = finetune(binary, [None], x, yb, epochs=1)
+    assert not np.array_equal(tuned.layers[0].weight, binary.layers[0].weight)
+
+
+def test_bias_correction_after_finetuning_aims_at_the_finetuned_model():
+    # One identity layer y = x @ w + b, w = (1, 0.5), b = 0, fine-tuned on targets whose offset
+    # is 5: the tuned bias moves far from 0. int8 quantizes the tuned weights to w_q, so the
+    # correction towards the tuned model is, by hand, b' = b_t + mean(x) @ (w_t - w_q), a few
+    # thousandths from b_t. Aiming at the pre-fine-tune model would give b0 + mean(x) @ (w0 -
+    # w_q) instead, which is ~5 away and undoes the tuning of the bias.
+    model = Model("regression", (Dense(np.array([[1.0], [0.5]], np.float32),
+                                       np.zeros(1, np.float32), "identity"),), 2)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(256, 2)).astype(np.float32)
+    y = x @ np.array([1.2, 0.3], np.float32) + 5.0
+    opts = dict(epochs=40, batch_size=32, lr=0.05, seed=1)
+    plan = Plan(default=LayerPlan(quantize="int8"))
+    tuned = finetune(model, [None], x, y, **opts)
+    w_t, b_t = tuned.layers[0].weight[:, 0].astype(np.float64), float(tuned.layers[0].bias[0])
+    assert b_t > 4.0  # the tuning moved the bias: the two references really differ
+    x_calib = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)  # mean (2, 3)
+    cm = prune_finetune_compress(model, plan, x, y, **opts, x_calib=x_calib)
+    w_q = cm.layers[0].weight()[:, 0].astype(np.float64)
+    assert np.array_equal(w_q, decompress(compress(tuned, plan)).layers[0].weight[:, 0])
+    expected = b_t + 2.0 * (w_t[0] - w_q[0]) + 3.0 * (w_t[1] - w_q[1])
+    assert float(cm.layers[0].bias[0]) == pytest.approx(expected, abs=1e-5)
+    wrong = 0.0 + 2.0 * (1.0 - w_q[0]) + 3.0 * (0.5 - w_q[1])
+    assert abs(float(cm.layers[0].bias[0]) - wrong) > 4.0
+    # The corrected compressed model's mean output on the batch is the tuned model's.
+    assert forward(decompress(cm), x_calib).mean() == pytest.approx(
+        forward(tuned, x_calib).mean(), abs=1e-5)
+
+
+def test_bias_correction_after_structured_finetuning_uses_the_narrow_tuned_layers():
+    model, x, y = _problem()
+    plan = Plan(default=LayerPlan(prune=0.5, structured=True, quantize="int8"),
+                layers={1: LayerPlan(quantize="int8")})
+    plain = prune_finetune_compress(model, plan, x, y, epochs=2)
+    cm = prune_finetune_compress(model, plan, x, y, epochs=2, x_calib=x[:50])
+    assert cm.layers[0].shape == (6, 8)
+    assert np.array_equal(cm.layers[0].kept_neurons, plain.layers[0].kept_neurons)
+    # Layer 0's mean pre-activation equals the fine-tuned (narrow) model's; the tuned model is
+    # the float model of the first pass, retrained.
+    first = compress(model, Plan(default=LayerPlan(prune=0.5, structured=True),
+                                 layers={1: LayerPlan()}))
+    tuned = finetune(decompress(first), [_kept(l.w) for l in first.layers], x, y, epochs=2)
+    xc = x[:50].astype(np.float64)
+    z_ref = xc @ tuned.layers[0].weight + tuned.layers[0].bias
+    z_cm = xc @ cm.layers[0].weight() + cm.layers[0].bias
+    np.testing.assert_allclose(z_cm.mean(axis=0), z_ref.mean(axis=0), rtol=0, atol=1e-5)
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -230,8 +297,16 @@ def test_error_labels_and_features():
         finetune(model, [None, None], x, np.where(y == 2, 3, y))
     with pytest.raises(DataError, match=r"labels must have shape \(400,\)"):
         finetune(model, [None, None], x, y[:10])
-    with pytest.raises(DataError, match=r"labels must be integers"):
-        finetune(model, [None, None], x, y.astype(np.float64))
+    frac = y.astype(np.float64)
+    frac[7] = 1.5
+    with pytest.raises(DataError, match=r"labels must be integer class values 0..2; row 7 holds "
+                                        r"1.5, which is not a whole number"):
+        finetune(model, [None, None], x, frac)
+    frac[7] = np.nan
+    with pytest.raises(DataError, match=r"row 7 holds nan, which is not a whole number"):
+        finetune(model, [None, None], x, frac)
+    with pytest.raises(DataError, match=r"labels must be integers 0..2; got dtype <U"):
+        finetune(model, [None, None], x, y.astype(str))
     with pytest.raises(DataError,
                        match=r"features must have shape \(n >= 1, 6\); got shape \(400, 5\)"):
         finetune(model, [None, None], x[:, :5], y)
