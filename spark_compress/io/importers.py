@@ -13,8 +13,11 @@ never used. Every importer returns a model that passed :func:`validate`.
 ``weights``     ``.npz``/``.safetensors`` + a JSON/TOML spec   :func:`import_weights`
 ==============  =============================================  ===========================
 
-A fitted scikit-learn object in memory goes through :func:`import_sklearn`. Classifiers give
-class *indices* (``0 .. k-1``, in the order of the source's classes), not the labels.
+A fitted scikit-learn object in memory goes through :func:`import_sklearn`; a ``Pipeline`` of
+scalers (:data:`SKLEARN_SCALERS`) followed by one of :data:`SKLEARN_CLASSES` imports with the
+scaling folded into the first layer. Classifiers give class *indices* (``0 .. k-1``, in the
+order of the source's classes), not the labels. A pickle or joblib file is refused with the way
+to save the model with skops; it is never unpickled.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ MLLIB_CLASSES = (
 )
 
 SKLEARN_CLASSES = ("LogisticRegression", "LinearRegression", "MLPClassifier", "MLPRegressor")
+SKLEARN_SCALERS = ("StandardScaler", "MinMaxScaler", "MaxAbsScaler")
+
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 
 # Types a skops file of the estimators above may need beyond what skops trusts by default.
 # Anything else in a file is refused before it is loaded.
@@ -64,6 +70,10 @@ SKOPS_ALLOWED_TYPES = frozenset({
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
     "sklearn.preprocessing._label.LabelBinarizer",
+    "sklearn.pipeline.Pipeline",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.preprocessing._data.MinMaxScaler",
+    "sklearn.preprocessing._data.MaxAbsScaler",
     "numpy.ndarray",
     "numpy.dtype",
     "numpy.float32",
@@ -107,6 +117,7 @@ def import_model(
         )
     if model_type is None:
         model_type = detect_type(path, spec_path)
+    refuse_pickle(path)
     if model_type == "mllib":
         return import_mllib(path)
     if model_type == "sklearn-skops":
@@ -122,7 +133,10 @@ def import_model(
 
 def detect_type(path: Path, spec_path: str | Path | None = None) -> str:
     """The ``model_type`` of ``path`` from its layout (see the module docstring); raises
-    :class:`ConfigError` when it cannot tell."""
+    :class:`ConfigError` when it cannot tell, and (see :func:`refuse_pickle`) for a pickle or
+    joblib file."""
+    path = Path(path)
+    refuse_pickle(path)
     if path.is_dir() and (path / "metadata").is_dir():
         return "mllib"
     suffix = path.suffix.lower()
@@ -137,6 +151,38 @@ def detect_type(path: Path, spec_path: str | Path | None = None) -> str:
         f"metadata/, a .skops file, or a .npz/.safetensors file with a sibling .json/.toml "
         f"spec); pass --model-type, one of {MODEL_TYPES}"
     )
+
+
+def is_pickle(path: str | Path) -> bool:
+    """True when ``path`` is a file named ``.pkl``/``.pickle``/``.joblib`` or, unless it is a
+    ``.safetensors`` file (whose 8-byte header length can start with the same bytes), whose
+    bytes start like a pickle (protocol 2 to 5: ``0x80`` then the protocol number). Reads 2
+    bytes at most and never unpickles."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        return True
+    if suffix == ".safetensors":
+        return False
+    try:
+        with path.open("rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def refuse_pickle(path: str | Path) -> None:
+    """Raise :class:`ConfigError` for a pickle/joblib file (see :func:`is_pickle`), saying how
+    to save the model with skops instead; unpickling would run code from the file."""
+    if is_pickle(path):
+        raise ConfigError(
+            f"{str(path)!r} is a pickle/joblib file, which is never loaded (unpickling runs code "
+            f"from the file); save the fitted model with skops instead: `import skops.io; "
+            f"skops.io.dump(model, \"model.skops\")`, and pass model.skops"
+        )
 
 
 def _sibling_spec(path: Path) -> Path | None:
@@ -303,7 +349,8 @@ def _warn_thresholds(params: Mapping[str, Any], model: Model, path: Path) -> Non
 
 
 def import_sklearn(estimator: Any) -> Model:
-    """The model of a fitted scikit-learn estimator, one of :data:`SKLEARN_CLASSES`.
+    """The model of a fitted scikit-learn estimator, one of :data:`SKLEARN_CLASSES`, or of a
+    ``Pipeline`` of scalers followed by one (see :func:`import_sklearn_pipeline`).
 
     LogisticRegression: binary gives 1 sigmoid output (the probability of ``classes_[1]``),
     more classes softmax (multinomial; a one-vs-rest model is refused). LinearRegression: one
@@ -316,8 +363,11 @@ def import_sklearn(estimator: Any) -> Model:
     try:
         from sklearn.linear_model import LinearRegression, LogisticRegression
         from sklearn.neural_network import MLPClassifier, MLPRegressor
+        from sklearn.pipeline import Pipeline
     except ModuleNotFoundError as exc:  # pragma: no cover - sklearn is what made the object
         raise ConfigError("import_sklearn needs scikit-learn: pip install scikit-learn") from exc
+    if isinstance(estimator, Pipeline):
+        return import_sklearn_pipeline(estimator)
     name = type(estimator).__name__
     if not isinstance(estimator, (LogisticRegression, LinearRegression, MLPClassifier,
                                   MLPRegressor)):
@@ -380,15 +430,128 @@ def _sklearn_mlp(est: Any, classifier: bool, names: tuple[str, ...]) -> Model:
     return model
 
 
+def import_sklearn_pipeline(pipeline: Any) -> Model:
+    """The model of a fitted ``Pipeline``: any number of :data:`SKLEARN_SCALERS` (also in
+    nested pipelines; ``"passthrough"``/``None`` steps are skipped), then one estimator of
+    :data:`SKLEARN_CLASSES`, with the scalers folded into the estimator's first layer.
+
+    Each scaler is the affine map ``x -> x * a + c`` that its ``transform`` applies:
+    ``StandardScaler`` ``a = 1 / scale_`` (1 with ``with_std=False``), ``c = -mean_ / scale_``
+    (0 with ``with_mean=False``); ``MinMaxScaler`` ``a = scale_``, ``c = min_``;
+    ``MaxAbsScaler`` ``a = 1 / scale_``, ``c = 0``. Zero-variance or zero-range features keep
+    the ``scale_`` scikit-learn gave them (1, or the feature range for ``MinMaxScaler``), so the
+    result is what ``transform`` computes for every input. The chain composes to one ``(a, c)``
+    and the first layer ``x' @ W + b`` becomes ``x @ W' + b'`` with ``W' = a[:, None] * W`` and
+    ``b' = b + c @ W`` (for a ``StandardScaler``: ``W' = W / scale``, ``b' = b - sum(mean /
+    scale * W)``), computed in float64 from the estimator's own parameters, then stored as
+    float32. ``input_names`` come from the pipeline's ``feature_names_in_``.
+
+    Raises :class:`ConfigError` naming the step for a ``MinMaxScaler(clip=True)`` (clipping is
+    not affine), any other transformer, a last step that is not a supported estimator, an
+    unfitted step, or a scaler whose width differs from the estimator's input.
+    """
+    steps = _pipeline_steps(pipeline)
+    if not steps:
+        raise ConfigError("the Pipeline has no steps other than 'passthrough'; it needs a "
+                          f"final estimator, one of {list(SKLEARN_CLASSES)}")
+    *scalers, (last_name, last) = steps
+    if type(last).__name__ in SKLEARN_SCALERS or type(last).__name__ not in SKLEARN_CLASSES:
+        raise ConfigError(
+            f"the last step {last_name!r} of the Pipeline is a {type(last).__module__}."
+            f"{type(last).__name__}; it must be one of {list(SKLEARN_CLASSES)}, after any "
+            f"number of {list(SKLEARN_SCALERS)}"
+        )
+    model = import_sklearn(last)
+    w, b = _first_layer_f64(last)
+    a = np.ones(w.shape[0])
+    c = np.zeros(w.shape[0])
+    for name, scaler in scalers:
+        sa, sc = _scaler_affine(name, scaler, w.shape[0])
+        a, c = a * sa, c * sa + sc
+    first = model.layers[0]
+    if w.shape != first.weight.shape:  # pragma: no cover - both come from the same estimator
+        raise ConfigError(f"step {last_name!r}: first layer {w.shape} != {first.weight.shape}")
+    folded = Dense((a[:, None] * w).astype(np.float32), (b + c @ w).astype(np.float32),
+                   first.activation, first.name)
+    names = tuple(str(n) for n in getattr(pipeline, "feature_names_in_", ()))
+    out = Model(model.task, (folded,) + tuple(model.layers[1:]), model.n_features,
+                input_names=names)
+    validate(out)
+    return out
+
+
+def _pipeline_steps(pipeline: Any) -> list[tuple[str, Any]]:
+    """``(name, step)`` of ``pipeline`` in order, nested pipelines flattened, passthrough
+    steps dropped."""
+    from sklearn.pipeline import Pipeline
+
+    out: list[tuple[str, Any]] = []
+    for name, step in pipeline.steps:
+        if step is None or (isinstance(step, str) and step == "passthrough"):
+            continue
+        if isinstance(step, Pipeline):
+            out.extend((f"{name}__{inner}", s) for inner, s in _pipeline_steps(step))
+        else:
+            out.append((name, step))
+    return out
+
+
+def _first_layer_f64(est: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The first layer of ``est`` as :func:`import_sklearn` builds it, ``(in, out)`` weight and
+    ``(out,)`` bias, in float64."""
+    if hasattr(est, "coefs_"):
+        return (np.asarray(est.coefs_[0], dtype=np.float64),
+                np.asarray(est.intercepts_[0], dtype=np.float64).reshape(-1))
+    coef = np.atleast_2d(np.asarray(est.coef_, dtype=np.float64))  # (k, in)
+    bias = np.asarray(est.intercept_, dtype=np.float64).reshape(-1)
+    if bias.size == 1 and coef.shape[0] != 1:
+        bias = np.full(coef.shape[0], bias[0])
+    return coef.T, bias
+
+
+def _scaler_affine(name: str, scaler: Any, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(a, c)`` with ``scaler.transform(x) == x * a + c`` (float64, ``(width,)`` each)."""
+    kind = type(scaler).__name__
+    where = f"pipeline step {name!r} ({kind})"
+    if kind not in SKLEARN_SCALERS:
+        raise ConfigError(
+            f"{where} is a {type(scaler).__module__}.{kind}; only {list(SKLEARN_SCALERS)} can "
+            f"come before the estimator (they are folded into its first layer). Apply other "
+            f"transformations before the data reaches the model"
+        )
+    n_in = getattr(scaler, "n_features_in_", None)
+    if n_in is None:
+        raise ConfigError(f"{where} is not fitted; fit the Pipeline before saving it")
+    if int(n_in) != width:
+        raise ConfigError(f"{where} transforms {n_in} features but the estimator takes {width}")
+    ones, zeros = np.ones(width), np.zeros(width)
+    if kind == "StandardScaler":
+        scale = ones if not scaler.with_std else np.asarray(scaler.scale_, dtype=np.float64)
+        mean = zeros if not scaler.with_mean else np.asarray(scaler.mean_, dtype=np.float64)
+        return 1.0 / scale, -mean / scale
+    if kind == "MinMaxScaler":
+        if scaler.clip:
+            raise ConfigError(
+                f"{where} has clip=True: clipping to feature_range={scaler.feature_range!r} is "
+                f"not an affine map and cannot be folded into the first layer; refit it with "
+                f"clip=False (the default)"
+            )
+        return (np.asarray(scaler.scale_, dtype=np.float64),
+                np.asarray(scaler.min_, dtype=np.float64))
+    return 1.0 / np.asarray(scaler.scale_, dtype=np.float64), zeros
+
+
 # --------------------------------------------------------------------------- skops
 
 
 def import_skops(path: str | Path) -> Model:
-    """The model of a ``.skops`` file holding one of :data:`SKLEARN_CLASSES`.
+    """The model of a ``.skops`` file holding one of :data:`SKLEARN_CLASSES`, or a
+    ``Pipeline`` of :data:`SKLEARN_SCALERS` followed by one (:func:`import_sklearn_pipeline`).
 
     The file is loaded only if every type skops does not trust by default is in
     :data:`SKOPS_ALLOWED_TYPES`; otherwise :class:`ConfigError` lists the refused types and
-    nothing in the file is constructed. A file that is not a skops archive raises
+    nothing in the file is constructed. A pickle/joblib file gets the :class:`ConfigError` of
+    :func:`refuse_pickle`; another file that is not a skops archive raises
     :class:`FormatError` naming it.
     """
     try:
@@ -398,6 +561,7 @@ def import_skops(path: str | Path) -> Model:
     path = Path(path)
     if not path.is_file():
         raise FormatError(f"skops file {str(path)!r} does not exist")
+    refuse_pickle(path)
     try:
         untrusted = list(sio.get_untrusted_types(file=path))
     except Exception as exc:  # skops raises zipfile/json/key errors for a non-skops file
@@ -406,7 +570,8 @@ def import_skops(path: str | Path) -> Model:
     if refused:
         raise ConfigError(
             f"{str(path)!r} needs types that are not allowed, so it was not loaded: {refused}; "
-            f"only {list(SKLEARN_CLASSES)} and their parts can be imported"
+            f"only {list(SKLEARN_CLASSES)}, Pipelines of {list(SKLEARN_SCALERS)} followed "
+            f"by one of them, and their parts can be imported"
         )
     try:
         estimator = sio.load(path, trusted=untrusted)

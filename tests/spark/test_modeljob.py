@@ -147,3 +147,16 @@ def test_job_finetunes_on_double_labels_and_bias_corrects_towards_the_tuned_mode
         assert np.array_equal(got.weight(), exp.weight())
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["metrics"]["compressed"]["count"] == len(d.target) - 400
+
+
+def test_job_refuses_a_pickle_model_with_exit_2_and_the_skops_fix(capsys, tmp_path):
+    import pickle
+
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps({"not": "loaded"}))
+    (tmp_path / "c.toml").write_text('[plan]\n[eval]\nlabel = "y"\nfeatures = ["a"]\n')
+    rc, cap = _main(capsys, ["--model", tmp_path / "model.pkl", "--config", tmp_path / "c.toml",
+                             "--eval-data", tmp_path / "e.parquet", "--output", tmp_path / "o"])
+    assert rc == 2
+    assert "model.pkl' is a pickle/joblib file, which is never loaded" in cap.err
+    assert 'skops.io.dump(model, "model.skops")' in cap.err
+    assert not (tmp_path / "o").exists()

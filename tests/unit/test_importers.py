@@ -14,20 +14,26 @@ pytestmark = pytest.mark.unit
 sklearn = pytest.importorskip("sklearn")
 sio = pytest.importorskip("skops.io")
 
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris  # noqa: E402
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_iris  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge  # noqa: E402
 from sklearn.neural_network import MLPClassifier, MLPRegressor  # noqa: E402
+from sklearn.pipeline import Pipeline, make_pipeline  # noqa: E402
+from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler  # noqa: E402
 from sklearn.tree import DecisionTreeClassifier  # noqa: E402
 
 from spark_compress.core.model import forward, predict  # noqa: E402
 from spark_compress.errors import ConfigError, FormatError  # noqa: E402
 from spark_compress.io.importers import (  # noqa: E402
+    SKOPS_ALLOWED_TYPES,
+    detect_type,
     import_mllib,
     import_model,
     import_sklearn,
     import_skops,
     import_weights,
+    is_pickle,
 )
 
 
@@ -412,8 +418,8 @@ def test_weights_wrong_suffixes_are_config_errors(tmp_path):
 
 
 def test_import_model_undetectable_asks_for_model_type(tmp_path):
-    path = tmp_path / "model.pkl"
-    path.write_bytes(b"\x80\x04")
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"\x00\x04 not a model")
     with pytest.raises(ConfigError, match="pass --model-type"):
         import_model(path)
     lonely = tmp_path / "lonely.npz"
@@ -568,3 +574,267 @@ def test_skops_archive_is_really_zip(tmp_path):
     path = tmp_path / "m.skops"
     sio.dump(CLASSIFIERS["logreg-binary"]()[0], path)
     assert zipfile.is_zipfile(path)
+
+
+# --------------------------------------------------------------------------- pipelines
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+SCALER_CHAINS = {
+    "standard": lambda: [StandardScaler()],
+    "standard-no-mean": lambda: [StandardScaler(with_mean=False)],
+    "standard-no-std": lambda: [StandardScaler(with_std=False)],
+    "standard-neither": lambda: [StandardScaler(with_mean=False, with_std=False)],
+    "minmax": lambda: [MinMaxScaler()],
+    "minmax-range": lambda: [MinMaxScaler(feature_range=(-1.0, 2.0))],
+    "maxabs": lambda: [MaxAbsScaler()],
+    "chain-standard-minmax-maxabs": lambda: [StandardScaler(), MinMaxScaler((-1.0, 2.0)),
+                                             MaxAbsScaler()],
+    "chain-maxabs-standard": lambda: [MaxAbsScaler(), StandardScaler(with_mean=False)],
+}
+
+
+def _raw(loader):
+    """A real table, unscaled (the pipeline scales it), with a constant column appended: its
+    variance and range are 0, so every scaler keeps scale_ = 1 (or the feature range) for it."""
+    x, y = loader(return_X_y=True)
+    # 600 rows keep the fits quick; the models need not converge for the comparison.
+    x, y = x[:600], y[:600]
+    return np.column_stack([x, np.full(len(x), 3.5)]), y
+
+
+def _tolerance(model, x):
+    """Per row, a first-order bound of float32 rounding in the folded forward pass (unit
+    roundoff u = eps/2): each layer's dot products of length n carry (n + 2) u of
+    sum |h_i w_i| + |b| (n for the sum, 2 for rounding inputs and weights to float32), and the
+    error of its input passes on through |W| (the activations are 1-Lipschitz, and so are the
+    final sigmoid and softmax, so the bound holds for the probabilities)."""
+    u = EPS32 / 2
+    h = np.asarray(x, dtype=np.float64)
+    err = np.zeros_like(h)
+    for layer in model.layers:
+        w = layer.weight.astype(np.float64)
+        b = np.zeros(w.shape[1]) if layer.bias is None else layer.bias.astype(np.float64)
+        err = err @ np.abs(w) + (w.shape[0] + 2) * u * (np.abs(h) @ np.abs(w) + np.abs(b))
+        z = h @ w + b
+        h = (np.maximum(z, 0) if layer.activation == "relu" else
+             np.tanh(z) if layer.activation == "tanh" else z)
+    return err.max(axis=1)
+
+
+def _check_pipeline_classifier(model, pipe, x):
+    p = forward(model, x).astype(np.float64)
+    expected = pipe.predict_proba(x)
+    if p.shape[1] == 1:
+        expected = expected[:, 1:]
+    tol = _tolerance(model, x)
+    assert tol.max() < 1e-3  # the bound is tight enough to mean something
+    assert np.all(np.abs(p - expected) <= tol[:, None] + 1e-12)
+    # Labels agree except where the top two probabilities are within the tolerance.
+    if expected.shape[1] == 1:
+        clear = np.abs(expected[:, 0] - 0.5) > tol
+    else:
+        top2 = np.sort(expected, axis=1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 2 * tol
+    want = np.searchsorted(pipe.classes_, pipe.predict(x))
+    np.testing.assert_array_equal(predict(model, forward(model, x))[clear], want[clear])
+
+
+@pytest.mark.parametrize("chain", sorted(SCALER_CHAINS))
+@pytest.mark.parametrize("data", ["breast_cancer", "digits"])
+def test_pipeline_logistic_regression_matches_predict_proba(chain, data):
+    x, y = _raw(load_breast_cancer if data == "breast_cancer" else load_digits)
+    pipe = _fit(make_pipeline(*SCALER_CHAINS[chain](), LogisticRegression(max_iter=60)), x, y)
+    model = import_sklearn(pipe)
+    assert model.task == ("binary" if data == "breast_cancer" else "multiclass")
+    _check_pipeline_classifier(model, pipe, x)
+    # Off the training data, the constant column's other values are treated as sklearn does.
+    x2 = x.copy()
+    x2[:, -1] = np.linspace(-2.0, 9.0, len(x))
+    _check_pipeline_classifier(model, pipe, x2)
+
+
+@pytest.mark.parametrize("chain", ["standard", "minmax", "maxabs",
+                                   "chain-standard-minmax-maxabs"])
+@pytest.mark.parametrize("data", ["breast_cancer", "digits"])
+def test_pipeline_mlp_classifier_matches_predict_proba(chain, data):
+    x, y = _raw(load_breast_cancer if data == "breast_cancer" else load_digits)
+    est = MLPClassifier(hidden_layer_sizes=(16,), max_iter=60, random_state=0)
+    pipe = _fit(make_pipeline(*SCALER_CHAINS[chain](), est), x, y)
+    model = import_sklearn(pipe)
+    assert [l.weight.shape for l in model.layers] == [w.shape for w in est.coefs_]
+    _check_pipeline_classifier(model, pipe, x)
+
+
+@pytest.mark.parametrize("chain", ["standard", "minmax", "chain-standard-minmax-maxabs"])
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_pipeline_regressors_match_predict(chain, kind):
+    x, y = _raw(load_diabetes)
+    x = x * 100 + 50  # the bundled table is already centred; make the scalers do work
+    est = (LinearRegression() if kind == "linear"
+           else MLPRegressor(hidden_layer_sizes=(16,), max_iter=200, random_state=0))
+    pipe = _fit(make_pipeline(*SCALER_CHAINS[chain](), est), x, y)
+    model = import_sklearn(pipe)
+    out = forward(model, x)[:, 0].astype(np.float64)
+    expected = pipe.predict(x)
+    assert np.all(np.abs(out - expected) <= _tolerance(model, x) + 1e-9)
+
+
+def test_pipeline_fold_is_the_hand_formula_for_a_standard_scaler():
+    x = np.array([[1.0, 10.0, 7.0], [3.0, 30.0, 7.0], [5.0, 20.0, 7.0], [7.0, 0.0, 7.0]])
+    y = np.array([0, 1, 1, 0])
+    pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    sc, lr = pipe[0], pipe[1]
+    assert sc.scale_[2] == 1.0  # zero variance: sklearn divides by 1
+    w = lr.coef_[0]
+    model = import_sklearn(pipe)
+    np.testing.assert_allclose(model.layers[0].weight[:, 0], w / sc.scale_, rtol=1e-7)
+    np.testing.assert_allclose(model.layers[0].bias[0],
+                               lr.intercept_[0] - np.sum(sc.mean_ / sc.scale_ * w), rtol=1e-6)
+
+
+def test_pipeline_names_come_from_the_pipeline_and_passthrough_and_nesting_work():
+    pd = pytest.importorskip("pandas")
+    x, y = _raw(load_breast_cancer)
+    frame = pd.DataFrame(x, columns=[f"c{j}" for j in range(x.shape[1])])
+    inner = make_pipeline(StandardScaler(), "passthrough")
+    pipe = _fit(Pipeline([("prep", inner), ("skip", None), ("mm", MinMaxScaler()),
+                          ("clf", LogisticRegression(max_iter=60))]), frame, y)
+    model = import_sklearn(pipe)
+    assert model.input_names == tuple(frame.columns)
+    _check_pipeline_classifier(model, pipe, frame)
+
+
+@pytest.mark.parametrize("steps,match", [
+    (lambda: [MinMaxScaler(clip=True), LogisticRegression()],
+     r"pipeline step 'minmaxscaler' \(MinMaxScaler\) has clip=True: clipping to "
+     r"feature_range=\(0, 1\) is not an affine map .*refit it with clip=False"),
+    (lambda: [PCA(3), LogisticRegression()],
+     r"pipeline step 'pca' \(PCA\) is a sklearn.decomposition._pca.PCA; only "
+     r"\['StandardScaler', 'MinMaxScaler', 'MaxAbsScaler'\] can come before the estimator"),
+    (lambda: [StandardScaler(), Ridge()],
+     r"the last step 'ridge' of the Pipeline is a sklearn.linear_model._ridge.Ridge; it must be "
+     r"one of \['LogisticRegression'"),
+    (lambda: [StandardScaler(), MinMaxScaler()], r"the last step 'minmaxscaler' .* must be one"),
+])
+def test_pipeline_refusals_name_the_step(steps, match):
+    x, y = _raw(load_breast_cancer)
+    pipe = _fit(make_pipeline(*steps()), x, y)
+    with pytest.raises(ConfigError, match=match):
+        import_sklearn(pipe)
+
+
+def test_pipeline_with_an_unfitted_scaler_is_refused():
+    x, y = _raw(load_breast_cancer)
+    lr = _fit(LogisticRegression(max_iter=60), x, y)
+    pipe = Pipeline([("scale", StandardScaler()), ("lr", lr)])
+    with pytest.raises(ConfigError, match=r"pipeline step 'scale' \(StandardScaler\) is not "
+                                          r"fitted"):
+        import_sklearn(pipe)
+
+
+def test_pipeline_skops_round_trip_and_allow_list(tmp_path):
+    x, y = _raw(load_digits)
+    pipe = _fit(make_pipeline(StandardScaler(), MinMaxScaler(), MaxAbsScaler(),
+                              MLPClassifier(hidden_layer_sizes=(16,), max_iter=60,
+                                            random_state=0)), x, y)
+    path = tmp_path / "pipe.skops"
+    sio.dump(pipe, path)
+    for t in sio.get_untrusted_types(file=path):
+        assert t in SKOPS_ALLOWED_TYPES
+    assert {"sklearn.pipeline.Pipeline", "sklearn.preprocessing._data.StandardScaler",
+            "sklearn.preprocessing._data.MinMaxScaler",
+            "sklearn.preprocessing._data.MaxAbsScaler"} <= SKOPS_ALLOWED_TYPES
+    _check_pipeline_classifier(import_skops(path), pipe, x)
+    _check_pipeline_classifier(import_model(path), pipe, x)
+
+
+# --------------------------------------------------------------------------- pickle refusal
+
+
+class Tripwire:
+    """Unpickling this creates ``path``: the proof that a file was (not) unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+PICKLE_MESSAGE = (r"is a pickle/joblib file, which is never loaded \(unpickling runs code from "
+                  r"the file\); save the fitted model with skops instead: `import skops.io; "
+                  r"skops.io.dump\(model, \"model.skops\"\)`, and pass model.skops")
+
+
+@pytest.mark.parametrize("name", ["model.pkl", "model.pickle", "model.joblib", "model.skops",
+                                  "model"])
+def test_pickle_files_are_refused_with_the_skops_fix_and_never_unpickled(tmp_path, name):
+    import pickle
+
+    tripwire = tmp_path / "unpickled"
+    path = tmp_path / name
+    path.write_bytes(pickle.dumps(Tripwire(tripwire), protocol=4))
+    assert is_pickle(path)
+    with pytest.raises(ConfigError, match=PICKLE_MESSAGE):
+        import_model(path)
+    with pytest.raises(ConfigError, match=PICKLE_MESSAGE):
+        detect_type(path)
+    with pytest.raises(ConfigError, match=PICKLE_MESSAGE):
+        import_model(path, "sklearn-skops")
+    with pytest.raises(ConfigError, match=PICKLE_MESSAGE):
+        import_skops(path)
+    assert not tripwire.exists()
+
+
+def test_joblib_dump_of_a_pipeline_is_refused(tmp_path):
+    joblib = pytest.importorskip("joblib")
+    x, y = _raw(load_breast_cancer)
+    path = tmp_path / "pipe.joblib"
+    joblib.dump(_fit(make_pipeline(StandardScaler(), LogisticRegression(max_iter=60)), x, y),
+                path)
+    with pytest.raises(ConfigError, match=r"pipe.joblib' is a pickle/joblib file"):
+        import_model(path)
+
+
+def test_pickle_magic_is_not_looked_for_in_safetensors_files(tmp_path):
+    # A safetensors file starts with its header length, little-endian: 640 is b"\x80\x02...".
+    path = tmp_path / "w.safetensors"
+    path.write_bytes((640).to_bytes(8, "little") + b"{}")
+    assert not is_pickle(path)
+    assert not is_pickle(tmp_path / "missing.pkl")
+
+
+# --------------------------------------------------------------------------- plan keys
+
+
+def test_numerically_named_weights_file_layers_take_the_plan_by_name(tmp_path):
+    """A PyTorch nn.Sequential(Linear, ReLU, Linear, ReLU, Linear) export: tensors "0.weight",
+    "2.weight", "4.weight", so the layers are named "0", "2", "4". [layers.2] compresses the
+    layer named "2" (the second), [layers."#2"] the third, and [layers.1] is refused."""
+    from spark_compress.core.compress import compress
+    from spark_compress.io.model_config import parse_model_config
+
+    rng = np.random.default_rng(2)
+    shapes = {"0": (5, 4), "2": (4, 3), "4": (3, 1)}  # (in, out)
+    tensors = {}
+    for nm, (nin, nout) in shapes.items():
+        tensors[f"{nm}.weight"] = rng.normal(size=(nout, nin)).astype(np.float32)
+        tensors[f"{nm}.bias"] = rng.normal(size=nout).astype(np.float32)
+    np.savez(tmp_path / "seq.npz", **tensors)
+    (tmp_path / "seq.toml").write_text(
+        'task = "binary"\nweight_layout = "out_in"\n' + "".join(
+            f'[[layers]]\nweight = "{nm}.weight"\nbias = "{nm}.bias"\nactivation = '
+            f'"{"sigmoid" if nm == "4" else "relu"}"\n' for nm in shapes))
+    model = import_model(tmp_path / "seq.npz")
+    assert [l.name for l in model.layers] == ["0", "2", "4"]
+    cfg = parse_model_config({"plan": {}, "layers": {"2": {"quantize": "int8"},
+                                                     "#2": {"quantize": "int4"}}})
+    cm = compress(model, cfg.plan)
+    assert [l.w.kind for l in cm.layers] == ["float32", "int8", "int4"]
+    bad = parse_model_config({"plan": {}, "layers": {"1": {"quantize": "int8"}}})
+    with pytest.raises(ConfigError, match=r"the plan names layer '1', which the model does not "
+                                          r"have; it has 3 layer\(s\): #0 '0', #1 '2', #2 '4'; "
+                                          r"a plan key is a layer name: for the layer at "
+                                          r"position 1 write '#1'"):
+        compress(model, bad.plan)
