@@ -19,9 +19,10 @@ fix, when the plan is resolved against the model.
     energy = 0.0           # or > 0: the smallest rank keeping this fraction of sum(s**2)
     global_prune = false   # one magnitude threshold across layers
     seed = 0
-    bias_correction = 0    # > 0: calibration rows for bias correction
+    bias_correction = 0    # > 0: calibration rows for bias correction (a seeded sample)
     finetune_epochs = 0    # > 0: fine-tune the surviving weights (masks fixed) before quantizing
-    finetune_rows = 50000  # training rows collected to the driver for fine-tuning
+    finetune_rows = 50000  # training rows collected to the driver for fine-tuning: a uniform
+                           # sample, seeded by seed (spark.modeljob.calibration_matrix)
     [layers.fc1]           # per-layer override of the layer *named* fc1 in the model
     prune = 0.5
     [layers."#0"]          # per-layer override by position: "#0" is the first layer, "#-1"
