@@ -599,8 +599,11 @@ def import_weights(weights_path: str | Path, spec_path: str | Path) -> Model:
 
     ``bias`` may be omitted or null for no bias. A layer without ``name`` is named after its
     weight tensor without the last dotted part (``"fc1.weight"`` -> ``"fc1"``) when those names
-    are unique, so a plan can address it as ``[layers.fc1]``. ``n_features`` defaults to the number of
-    ``input_names``, else the first layer's inputs minus the embedding dims. Raises
+    are unique, so a plan can address it as ``[layers.fc1]`` (a PyTorch ``nn.Sequential``
+    export's ``"0.weight"``, ``"2.weight"`` give layers named ``"0"``, ``"2"``: ``[layers.2]`` is
+    the second of them, see :func:`~spark_compress.core.compress.parse_layer_key`).
+    ``n_features`` defaults to the number of ``input_names``, else the first layer's inputs
+    minus the embedding dims. Raises
     :class:`FormatError` naming a missing tensor, a corrupt file, or (via :func:`validate`)
     the layer whose shapes don't fit; :class:`ConfigError` for a bad spec.
     """

@@ -205,7 +205,8 @@ def test_compress_job_on_npz_weights_with_named_layer_overrides(spark, capsys, f
         "layers": [{"weight": "hidden.weight", "bias": "hidden.bias", "activation": "relu"},
                    {"weight": "head.weight", "bias": "head.bias", "activation": "sigmoid"}]}))
     (tmp_path / "plan.toml").write_text('[plan]\nquantize = "int8"\n[layers.hidden]\nprune = 0.5\n'
-                                        '[layers."#-1"]\nquantize = "none"\n[eval]\nlabel = "label"\n')
+                                        '[layers."#-1"]\nquantize = "none"\n'
+                                        '[eval]\nlabel = "label"\n')
     rc, cap = _main(capsys, ["--model", tmp_path / "net.npz", "--config", tmp_path / "plan.toml",
                              "--eval-data", root / "eval.parquet", "--output", tmp_path / "out"])
     assert rc == 0, cap.err
