@@ -21,6 +21,26 @@ from spark_compress.errors import ConfigError
 
 STRINGS_POLICIES = ("error", "dictionary", "passthrough")
 
+_BARE_KEY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def toml_key(key: str) -> str:
+    """``key`` as TOML writes it: bare when it is only ``A-Za-z0-9_-``, else a quoted basic
+    string (``mean radius`` -> ``"mean radius"``), so a suggested table header parses."""
+    if key and set(key) <= _BARE_KEY:
+        return key
+    escaped = "".join(
+        "\\\\" if ch == "\\" else '\\"' if ch == '"'
+        else f"\\u{ord(ch):04X}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch
+        for ch in key)
+    return f'"{escaped}"'
+
+
+def toml_table(*keys: str) -> str:
+    """The header of the TOML table at ``keys``: ``toml_table("columns", "mean radius")`` is
+    ``[columns."mean radius"]``."""
+    return "[" + ".".join(toml_key(str(k)) for k in keys) + "]"
+
 
 @dataclass(frozen=True)
 class ColumnSettings:
@@ -157,18 +177,18 @@ def parse_feature_config(doc: Mapping, *, source: str = "<config>") -> FeatureCo
     fit = _validated(_table(doc, "fit", source), _FIT_KEYS, "[fit]", source)
     columns: dict[str, ColumnSettings] = {}
     for name, table in _table(doc, "columns", source).items():
+        header = toml_table("columns", name)
         if not isinstance(table, dict):
-            raise ConfigError(f"{source}: [columns.{name}] must be a table, e.g. "
-                              f"[columns.{name}] method = \"minmax\".")
-        columns[name] = ColumnSettings(**_validated(table, _COLUMN_KEYS, f"[columns.{name}]",
-                                                    source))
+            raise ConfigError(f"{source}: {header} must be a table, e.g. "
+                              f"{header} method = \"minmax\".")
+        columns[name] = ColumnSettings(**_validated(table, _COLUMN_KEYS, header, source))
     passthrough = job.get("passthrough", ())
     drop = job.get("drop", ())
     for name in columns:
         where = "passthrough" if name in passthrough else "drop" if name in drop else None
         if where:
             raise ConfigError(f"{source}: column '{name}' is in [job] {where} and also has a "
-                              f"[columns.{name}] table; keep one.")
+                              f"{toml_table('columns', name)} table; keep one.")
     both = sorted(set(passthrough) & set(drop))
     if both:
         raise ConfigError(f"{source}: column(s) {', '.join(both)} in both [job] passthrough "

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 from spark_compress.core.compress import LayerPlan, Plan, check_plan
 from spark_compress.errors import ConfigError
-from spark_compress.io.config import _table, _validated, read_toml
+from spark_compress.io.config import _table, _validated, read_toml, toml_table
 
 
 def _any(v: Any, where: str) -> Any:
@@ -102,17 +102,18 @@ def parse_model_config(doc: Mapping, *, source: str = "<config>") -> ModelJobCon
     check_plan(default, where=f"{source}: [plan]")
     layers: dict[int | str, LayerPlan] = {}
     for key, table in _table(doc, "layers", source).items():
+        header = toml_table("layers", key)
         if not isinstance(table, dict):
-            raise ConfigError(f"{source}: [layers.{key}] must be a table (a layer index such as "
+            raise ConfigError(f"{source}: {header} must be a table (a layer index such as "
                               f"[layers.0] or [layers.-1], or a layer name).")
-        over = _validated(table, _LAYER_KEYS, f"[layers.{key}]", source)
+        over = _validated(table, _LAYER_KEYS, header, source)
         # A layer that picks one way to choose the rank drops the other one it inherits.
         if "energy" in over and "rank" not in over:
             over["rank"] = 0
         if "rank" in over and "energy" not in over:
             over["energy"] = 0.0
         lp = replace(default, **over)
-        check_plan(lp, where=f"{source}: [layers.{key}]")
+        check_plan(lp, where=f"{source}: {header}")
         # Indices stay ints; names and negative indices are resolved against the model.
         layers[int(key) if key.isdigit() else key] = lp
     ev = _validated(_table(doc, "eval", source), _EVAL_KEYS, "[eval]", source)
