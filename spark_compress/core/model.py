@@ -263,8 +263,9 @@ def forward(
     regression models their values. ``ids`` maps each embedding's ``input`` to its integer ids,
     ``(n,)`` or ``(n, L)``; an id outside ``0 .. num_ids - 1`` raises :class:`DataError` naming
     the embedding and the id. NaN in ``x`` propagates to that row's outputs. ``n = 0`` gives
-    shape ``(0, k)``. ``batch_size`` bounds the rows evaluated at once (memory); each row's
-    result does not depend on it.
+    shape ``(0, k)``. ``batch_size`` bounds the rows evaluated at once (memory); it changes a
+    row's result only within float32 rounding (BLAS may sum in another order for another batch
+    shape).
     """
     validate(model)
     if batch_size is not None and (

@@ -21,6 +21,53 @@ from spark_compress.errors import ConfigError
 
 STRINGS_POLICIES = ("error", "dictionary", "passthrough")
 
+_BARE_KEY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def toml_key(key: str) -> str:
+    """``key`` as TOML writes it: bare when it is only ``A-Za-z0-9_-``, else a quoted basic
+    string (``mean radius`` -> ``"mean radius"``), so a suggested table header parses."""
+    if key and set(key) <= _BARE_KEY:
+        return key
+    escaped = "".join(
+        "\\\\" if ch == "\\" else '\\"' if ch == '"'
+        else f"\\u{ord(ch):04X}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch
+        for ch in key)
+    return f'"{escaped}"'
+
+
+NO_DEFAULT = object()
+"""The :attr:`ConfigKey.default` of a key whose absence means something said in ``default_note``
+(a required key, or one that falls back to another table)."""
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One key of a job's TOML config, as the reference in ``docs/config.md`` lists it.
+
+    Each config module keeps a ``REFERENCE`` tuple of these next to its validators;
+    ``scripts/gen_config_reference.py`` renders them, and tests/unit/test_config_reference.py
+    proves that the validator accepts exactly these keys, that every ``example`` passes it, and
+    that every ``default`` is what a document without the key gets (read at ``attribute``, a
+    dotted path on the config parsed from a document without the key, when given). A new key is one more entry.
+    """
+
+    table: str            # "defaults", or "columns.NAME" for a table per column/layer
+    key: str
+    type: str             # what a value is, as a user writes it
+    doc: str              # what it does, one or two sentences
+    example: Any          # a value the validator accepts
+    default: Any = NO_DEFAULT
+    default_note: str = ""  # shown instead of the default (or with NO_DEFAULT, its meaning)
+    attribute: str | None = None
+    requires: Mapping[str, Any] = field(default_factory=dict)  # other keys the example needs
+
+
+def toml_table(*keys: str) -> str:
+    """The header of the TOML table at ``keys``: ``toml_table("columns", "mean radius")`` is
+    ``[columns."mean radius"]``."""
+    return "[" + ".".join(toml_key(str(k)) for k in keys) + "]"
+
 
 @dataclass(frozen=True)
 class ColumnSettings:
@@ -125,6 +172,48 @@ _JOB_KEYS = {"passthrough": _check_names, "drop": _check_names}
 _FIT_KEYS = {"relative_error": _check_relative_error}
 _SECTIONS = ("job", "defaults", "columns", "fit")
 
+_FROM_DEFAULTS = "the [defaults] value"
+REFERENCE: tuple[ConfigKey, ...] = (
+    ConfigKey("job", "passthrough", "list of column names",
+              "Columns copied to the output unchanged (a label, an id).", ["id"],
+              default=(), default_note="[] (none)", attribute="passthrough"),
+    ConfigKey("job", "drop", "list of column names",
+              "Columns left out of the output.", ["comment"],
+              default=(), default_note="[] (none)", attribute="drop"),
+    ConfigKey("defaults", "method", f"string: {' | '.join(METHODS)}",
+              "How a numeric column is encoded: minmax (equal steps between min and max), "
+              "percentile (equal steps between two quantiles, tails clipped), symmetric (equal "
+              "steps in [-max|x|, max|x|]), quantile (equal-frequency bins), dictionary (one code "
+              "per distinct value).", "quantile", default="minmax", attribute="defaults.method"),
+    ConfigKey("defaults", "bits", "integer: 2 | 4 | 8 | 16",
+              "Code width: 2**bits levels per column.", 4, default=8, attribute="defaults.bits"),
+    ConfigKey("defaults", "clip", "float in (0, 0.5)",
+              "percentile: the fraction of rows clipped at each tail.", 0.01, default=0.001,
+              attribute="defaults.clip"),
+    ConfigKey("defaults", "max_categories", "integer >= 1",
+              "dictionary: the most frequent values kept; the others get the out-of-vocabulary "
+              "code.", 100, default=1000, attribute="defaults.max_categories"),
+    ConfigKey("defaults", "strings", "string: error | dictionary | passthrough",
+              "What happens to a string column without a [columns.NAME] method: an error, "
+              "dictionary encoding, or a copy to the output.", "dictionary", default="error",
+              attribute="defaults.strings"),
+    ConfigKey("columns.NAME", "method", "as [defaults] method",
+              "The method of column NAME (quote a NAME that is not A-Za-z0-9_-: "
+              "[columns.\"mean radius\"]).", "percentile", default_note=_FROM_DEFAULTS),
+    ConfigKey("columns.NAME", "bits", "as [defaults] bits", "The code width of column NAME.", 16,
+              default_note=_FROM_DEFAULTS),
+    ConfigKey("columns.NAME", "clip", "as [defaults] clip", "percentile: clip of column NAME.",
+              0.05, default_note=_FROM_DEFAULTS),
+    ConfigKey("columns.NAME", "max_categories", "as [defaults] max_categories",
+              "dictionary: vocabulary size of column NAME.", 10, default_note=_FROM_DEFAULTS),
+    ConfigKey("fit", "relative_error", "float in (0, 0.1)",
+              "Rank error of the quantile sketch (quantile and percentile columns); smaller is "
+              "more exact and costs more memory per task.", 0.0001, default=None,
+              default_note="chosen from the columns: max(1e-5, min(1e-3, 0.25 / 2**bits of "
+                           "each quantile column, clip / 4 of each percentile column))",
+              attribute="relative_error"),
+)
+
 
 def _table(doc: Mapping, key: str, source: str) -> Mapping:
     v = doc.get(key, {})
@@ -157,18 +246,18 @@ def parse_feature_config(doc: Mapping, *, source: str = "<config>") -> FeatureCo
     fit = _validated(_table(doc, "fit", source), _FIT_KEYS, "[fit]", source)
     columns: dict[str, ColumnSettings] = {}
     for name, table in _table(doc, "columns", source).items():
+        header = toml_table("columns", name)
         if not isinstance(table, dict):
-            raise ConfigError(f"{source}: [columns.{name}] must be a table, e.g. "
-                              f"[columns.{name}] method = \"minmax\".")
-        columns[name] = ColumnSettings(**_validated(table, _COLUMN_KEYS, f"[columns.{name}]",
-                                                    source))
+            raise ConfigError(f"{source}: {header} must be a table, e.g. "
+                              f"{header} method = \"minmax\".")
+        columns[name] = ColumnSettings(**_validated(table, _COLUMN_KEYS, header, source))
     passthrough = job.get("passthrough", ())
     drop = job.get("drop", ())
     for name in columns:
         where = "passthrough" if name in passthrough else "drop" if name in drop else None
         if where:
             raise ConfigError(f"{source}: column '{name}' is in [job] {where} and also has a "
-                              f"[columns.{name}] table; keep one.")
+                              f"{toml_table('columns', name)} table; keep one.")
     both = sorted(set(passthrough) & set(drop))
     if both:
         raise ConfigError(f"{source}: column(s) {', '.join(both)} in both [job] passthrough "

@@ -34,15 +34,27 @@ fix, when the plan is resolved against the model.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from spark_compress.core.compress import LayerPlan, Plan, check_plan, parse_layer_key
+from spark_compress.core.compress import (
+    KMEANS_BITS,
+    QUANTIZE_MODES,
+    LayerPlan,
+    Plan,
+    check_plan,
+    parse_layer_key,
+)
 from spark_compress.errors import ConfigError
-from spark_compress.io.config import _table, _validated, read_toml
+from spark_compress.io.config import (
+    NO_DEFAULT,
+    ConfigKey,
+    _table,
+    _validated,
+    read_toml,
+    toml_table,
+)
 
 
 def _any(v: Any, where: str) -> Any:
@@ -78,19 +90,61 @@ def _label(v: Any, where: str) -> str:
     return v
 
 
-def _layer_section(key: str) -> str:
-    """``[layers.key]`` as the user wrote it: quoted unless ``key`` is a bare TOML key."""
-    if re.fullmatch(r"[A-Za-z0-9_-]+", key):
-        return f"[layers.{key}]"
-    return "[layers." + json.dumps(key) + "]"
-
-
 _LAYER_KEYS = {"prune": _any, "structured": _any, "quantize": _any, "kmeans_bits": _any,
                "rank": _any, "energy": _any}
 _PLAN_KEYS = dict(_LAYER_KEYS, global_prune=_bool, seed=_nonneg_int, bias_correction=_nonneg_int,
                   finetune_epochs=_nonneg_int, finetune_rows=_nonneg_int)
 _EVAL_KEYS = {"label": _label, "features": _features}
 _SECTIONS = ("plan", "layers", "eval")
+
+# Keys of [plan] that [layers.X] may override: (key, type, doc, example, default).
+_LAYER_REFERENCE = (
+    ("prune", "float in [0, 1]",
+     "Fraction of the weights removed, smallest magnitudes first (with structured = true: of the "
+     "output neurons).", 0.5, 0.0),
+    ("structured", "boolean", "Remove whole neurons (and the next layer's rows) instead of single "
+     "weights.", True, False),
+    ("quantize", f"string: {' | '.join(QUANTIZE_MODES)}",
+     "Storage of the kept weights: float32, 8- or 4-bit integers with a scale per output, or "
+     "k-means shared values.", "int8", "none"),
+    ("kmeans_bits", f"integer in [{KMEANS_BITS[0]}, {KMEANS_BITS[1]}]",
+     "quantize = \"kmeans\": 2**kmeans_bits shared values per layer.", 6, 4),
+    ("rank", "integer >= 0",
+     "> 0: store the weight as two low-rank factors of this rank (0 keeps it whole).", 2, 0),
+    ("energy", "0 or a float in (0, 1]",
+     "> 0: factorize with the smallest rank keeping this fraction of the sum of squared "
+     "singular values (set rank or energy, not both).", 0.9, 0.0),
+)
+REFERENCE: tuple[ConfigKey, ...] = (
+    *(ConfigKey("plan", k, t, d + " Every layer, unless [layers.X] overrides it.", ex,
+                default=df, attribute=f"plan.default.{k}")
+      for k, t, d, ex, df in _LAYER_REFERENCE),
+    ConfigKey("plan", "global_prune", "boolean",
+              "One magnitude threshold across all layers instead of one per layer.", True,
+              default=False, attribute="plan.global_prune"),
+    ConfigKey("plan", "seed", "integer >= 0", "Seed of k-means and of fine-tuning.",
+              7, default=0, attribute="plan.seed"),
+    ConfigKey("plan", "bias_correction", "integer >= 0",
+              "> 0: rows of --train-data (alias --calibration-data) used to correct each "
+              "layer's bias for the mean shift compression causes.", 1000, default=0,
+              attribute="bias_correction_rows"),
+    ConfigKey("plan", "finetune_epochs", "integer >= 0",
+              "> 0: epochs of fine-tuning of the kept weights (masks fixed) on --train-data "
+              "before quantizing.", 2, default=0, attribute="finetune_epochs"),
+    ConfigKey("plan", "finetune_rows", "integer >= 0",
+              "Training rows collected to the driver for fine-tuning.", 10000, default=50000,
+              attribute="finetune_rows"),
+    *(ConfigKey("layers.X", k, f"as [plan] {k}",
+                f"{k} of layer X only: X is a layer index (0 the first, -1 the last) or the "
+                f"layer's name.", ex, default_note="the [plan] value")
+      for k, _t, _d, ex, _df in _LAYER_REFERENCE),
+    ConfigKey("eval", "label", "column name",
+              "The label column of --eval-data (and --train-data).", "label",
+              default=NO_DEFAULT, default_note="required"),
+    ConfigKey("eval", "features", "list of column names, or one array column name",
+              "The model's input columns, in order.", ["f0", "f1"], default=None,
+              default_note="the input names the model records", attribute="eval.features"),
+)
 
 
 @dataclass(frozen=True)
@@ -121,7 +175,7 @@ def parse_model_config(doc: Mapping, *, source: str = "<config>") -> ModelJobCon
     check_plan(default, where=f"{source}: [plan]")
     layers: dict[str, LayerPlan] = {}
     for key, table in _table(doc, "layers", source).items():
-        section = _layer_section(key)
+        section = toml_table("layers", key)
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: {section} must be a table (a layer name such as "
                               f"[layers.fc1], or a position such as [layers.\"#0\"] or "

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from spark_compress.errors import ConfigError
-from spark_compress.io.config import _table, _validated, read_toml
+from spark_compress.io.config import ConfigKey, _table, _validated, read_toml
 from spark_compress.io.model_config import _features, _label as _name
 
 METHODS = ("auto", "expression", "arrow")
@@ -49,6 +49,30 @@ def _positive_int(v: Any, where: str) -> int:
         raise ConfigError(f"{where}: must be an integer >= 1. Got {v!r}.")
     return v
 
+
+REFERENCE: tuple[ConfigKey, ...] = (
+    ConfigKey("score", "features", "list of column names, or one array column name",
+              "The model's input columns, in order.", ["f0", "f1"], default=None,
+              default_note="the input names the model file records", attribute="features"),
+    ConfigKey("score", "passthrough", "list of column names",
+              "Columns copied to the output next to the scores.", ["id"], default=None,
+              default_note="every input column that is not a feature", attribute="passthrough"),
+    ConfigKey("score", "method", f"string: {' | '.join(METHODS)}",
+              "expression: SQL expressions (one-layer models); arrow: the numpy forward pass "
+              "in Python workers; auto: expression when the model allows it.", "arrow",
+              default="auto", attribute="method"),
+    ConfigKey("score", "batch_size", "integer >= 1", "Rows per forward pass in a Python worker.",
+              1024, default=8192, attribute="batch_size"),
+    ConfigKey("score", "codes", f"string: {' | '.join(CODES)}",
+              "Input written by quantize_features: fold the dequantization into the first layer "
+              "(score the codes), or decode the codes to floats first.", "decode",
+              default="fold", attribute="codes"),
+    ConfigKey("score", "prediction_col", "column name", "Output column of the predictions.",
+              "pred", default="prediction", attribute="prediction_col"),
+    ConfigKey("score", "probability_col", "column name",
+              "Output column of the class probabilities (classifiers).", "proba",
+              default="probability", attribute="probability_col"),
+)
 
 _KEYS = {"features": _features, "passthrough": _columns, "method": _choice(METHODS),
          "batch_size": _positive_int, "codes": _choice(CODES), "prediction_col": _name,

@@ -26,7 +26,7 @@ from spark_compress.core import quantize as Q
 from spark_compress.core import sketch
 from spark_compress.errors import DataError, SchemaError
 from spark_compress.io.codebook import Codebook, ColumnCodebook
-from spark_compress.io.config import FeatureConfig
+from spark_compress.io.config import FeatureConfig, toml_table
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,8 @@ def plan_features(schema: T.StructType, config: FeatureConfig) -> FeaturePlan:
             else:
                 raise SchemaError(
                     f"{config.source}: string column '{name}' is not configured: add "
-                    f"[columns.{name}] method = \"dictionary\", list it in [job] passthrough or "
+                    f"{toml_table('columns', name)} method = \"dictionary\", list it in [job] "
+                    f"passthrough or "
                     f"drop, or set [defaults] strings = \"dictionary\"")
         if method == "dictionary":
             if not isinstance(dtype, DICTIONARY_TYPES):

@@ -2,10 +2,12 @@
 
 The job runs through ``spark-submit`` on the credit-card fraud table (284,807 rows x 31 columns)
 with ``conf/creditcard.toml``, read from :data:`FILES` Parquet files with one Spark partition per
-file, so every stage has several tasks on each of the two 1-core executors. The Python workers
-start with the first task of the quantile fit (the ``Amount`` column is a ``percentile``
-column), half-way through the job: each fault waits for that moment, so it lands mid-job, in a
-running task.
+file, so every stage has several tasks on each of the two 1-core executors. The first Python
+task starts half-way through the job (the quantile fit: the ``Amount`` column is a
+``percentile`` column). Each fault run selects the test-only worker module
+``hooks/pyspark_fault_hook.py``: that task writes its process id to a file and waits there, and
+the test kills the process (or its executor, or its worker) exactly then. So the fault lands
+mid-job, in a running task, by construction: no guess from CPU time, no timing.
 
 What Spark promises and the tests check: a task that fails is retried (``spark.task.maxFailures``,
 4 on a cluster), also on another executor, and an executor that is lost has its tasks re-run,
@@ -26,11 +28,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -51,8 +53,11 @@ FILES = 8
 # opening cost charged per file keeps Spark from packing two files into one partition.
 PARTITIONING = {"spark.sql.files.maxPartitionBytes": "16m",
                 "spark.sql.files.openCostInBytes": "16m"}
-FAULT_TIMEOUT = 300.0  # the machine is shared: the job may take minutes to reach its Python tasks
-POLL = 0.05
+HOOKS = Path(__file__).resolve().parent / "hooks"
+# Upper bounds for events that do happen, so that a broken run fails instead of hanging; no
+# outcome depends on them. The machine is shared: the job may take minutes to reach its first
+# Python task.
+FAULT_TIMEOUT = 600.0
 EXIT_TIMEOUT = 60.0
 # Figures of report.json that name the run and its arguments (the fingerprint covers --output)
 # rather than describe the output.
@@ -99,14 +104,51 @@ def clean(cluster, creditcard: Path, workdir: Path) -> Path:
 # ----------------------------------------------------------------------------------- helpers
 
 
-class Submission:
-    """``quantize`` in a background thread, so the test can kill processes while it runs. As a
-    context manager it waits for the job on exit, also when the test fails, so no job outlives
-    its test."""
+class FaultHook:
+    """The Spark settings that make a job's first Python task stop and say where it runs (see
+    ``hooks/pyspark_fault_hook.py``), and the test's side: :meth:`wait` for that task's process
+    id, :meth:`release` to let it go on."""
 
-    def __init__(self, cluster, creditcard: Path, out: Path, *extra: str,
+    def __init__(self, directory: Path):
+        directory.mkdir()
+        self.dir = directory
+
+    @property
+    def conf(self) -> dict[str, str]:
+        return {"spark.python.worker.module": "pyspark_fault_hook",
+                "spark.executorEnv.PYTHONPATH": str(HOOKS),
+                "spark.executorEnv.FAULT_HOOK_DIR": str(self.dir)}
+
+    def wait(self, job: "Submission") -> int:
+        """The process id of the stopped task's Python worker, once it has written it. Fails if
+        the job ends first or nothing came within :data:`FAULT_TIMEOUT`."""
+        ready = self.dir / "ready"
+        deadline = time.monotonic() + FAULT_TIMEOUT
+        while not ready.exists():
+            if not job.running():
+                pytest.fail(f"the job ended before its first Python task started:\n"
+                            f"{job.result().describe()}")
+            if time.monotonic() > deadline:
+                self.release()
+                pytest.fail(f"no Python task started within {FAULT_TIMEOUT:.0f} s:\n"
+                            f"{job.result().describe()}")
+            time.sleep(0.05)
+        return int(ready.read_text(encoding="utf-8"))
+
+    def release(self) -> None:
+        (self.dir / "release").touch()
+
+
+class Submission:
+    """``quantize`` in a background thread, with the :class:`FaultHook` in ``hook_dir``, so the
+    test can kill processes while it runs. As a context manager it releases the stopped task and
+    waits for the job on exit, also when the test fails, so no job outlives its test."""
+
+    def __init__(self, cluster, creditcard: Path, out: Path, *extra: str, hook_dir: Path,
                  conf: dict | None = None):
         self._result: dict = {}
+        self.hook = FaultHook(hook_dir)
+        conf = {**(conf or {}), **self.hook.conf}
 
         def target() -> None:
             try:
@@ -121,7 +163,17 @@ class Submission:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.hook.release()
         self._thread.join()
+
+    def stopped_task(self, cluster) -> tuple[str, int]:
+        """``(worker, pid)`` of the Python worker whose task stopped in the hook."""
+        pid = self.hook.wait(self)
+        for worker in cluster.worker_names():
+            if pid in cluster.python_worker_pids(worker):
+                return worker, pid
+        pytest.fail(f"stopped task's process {pid} is under none of the workers "
+                    f"{cluster.worker_names()}")
 
     def running(self) -> bool:
         return self._thread.is_alive()
@@ -134,94 +186,33 @@ class Submission:
         return self._result["run"]
 
 
-def wait_for(job: Submission, find: Callable[[], tuple[str, int] | None], what: str
-             ) -> tuple[str, int]:
-    """Poll ``find`` until it returns ``(worker, pid)``; fail if the job ends first or after
-    :data:`FAULT_TIMEOUT`, after letting the job finish so no submission outlives the test."""
-    deadline = time.monotonic() + FAULT_TIMEOUT
-    while time.monotonic() < deadline:
-        found = find()
-        if found is not None:
-            return found
-        if not job.running():
-            run = job.result()
-            pytest.fail(f"the job ended before {what} appeared:\n{run.describe()}")
-        time.sleep(POLL)
-    run = job.result()
-    pytest.fail(f"no {what} within {FAULT_TIMEOUT:.0f} s:\n{run.describe()}")
-
-
-def first_python_worker(cluster) -> Callable[[], tuple[str, int] | None]:
-    """A finder for a Python worker forked by a ``pyspark.daemon`` under one of the cluster's
-    executors: the first one exists from the moment the first task of a Python stage starts."""
-
-    def find() -> tuple[str, int] | None:
-        for worker in cluster.worker_names():
-            pids = cluster.python_worker_pids(worker)
-            if pids:
-                return worker, pids[0]
-        return None
-
-    return find
-
-
-def cpu_ticks(pid: int) -> int | None:
-    """User + system CPU time of ``pid`` in clock ticks (``/proc/PID/stat`` fields 14 and 15),
-    or None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12])
-
-
-def busy_python_worker(cluster) -> Callable[[], tuple[str, int] | None]:
-    """A finder for a Python worker that is running a task: one whose CPU time grows over
-    0.1 s. A worker idle between two tasks (they are reused) can be killed without failing
-    any task, which made the tests that need a failed task flaky."""
-
-    def find() -> tuple[str, int] | None:
-        before = {}
-        for worker in cluster.worker_names():
-            for pid in cluster.python_worker_pids(worker):
-                ticks = cpu_ticks(pid)
-                if ticks is not None:
-                    before[pid] = (worker, ticks)
-        if not before:
-            return None
-        time.sleep(0.1)
-        for pid, (worker, ticks) in before.items():
-            now = cpu_ticks(pid)
-            if now is not None and now > ticks:
-                return worker, pid
-        return None
-
-    return find
-
-
 def kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pytest.fail(f"process {pid} exited before it could be killed; retry on a quieter machine")
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    """SIGKILL ``pid``: a process that holds the stopped task (or owns it), so it is there."""
+    os.kill(pid, signal.SIGKILL)
 
 
 def wait_gone(pids: list[int], what: str) -> None:
-    """Fail unless every process of ``pids`` has exited within :data:`EXIT_TIMEOUT`."""
+    """Fail unless every process of ``pids`` has exited within :data:`EXIT_TIMEOUT`: woken by
+    each process's exit (a pidfd becomes readable when its process ends), not by polling."""
+    poller, fds = select.poll(), {}
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue  # already gone
+        fds[fd] = pid
+        poller.register(fd, select.POLLIN)
     deadline = time.monotonic() + EXIT_TIMEOUT
-    alive = [p for p in pids if running(p)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.5)
-        alive = [p for p in alive if running(p)]
+    try:
+        while fds and time.monotonic() < deadline:
+            for fd, _ in poller.poll(max(1, int(1000 * (deadline - time.monotonic())))):
+                poller.unregister(fd)
+                os.close(fd)
+                del fds[fd]
+    finally:
+        for fd in fds:
+            os.close(fd)
+    alive = sorted(fds.values())
     assert not alive, f"{what}: {alive} still running {EXIT_TIMEOUT:.0f} s after the fault"
 
 
@@ -276,22 +267,22 @@ def test_clean_run_is_complete(clean):
 
 def test_killed_python_worker_task_is_retried(cluster, creditcard, workdir, clean):
     out = workdir / "python-killed"
-    with Submission(cluster, creditcard, out) as job:
-        worker, pid = wait_for(job, busy_python_worker(cluster), "a busy Python worker")
+    with Submission(cluster, creditcard, out, hook_dir=workdir / "hook-python") as job:
+        worker, pid = job.stopped_task(cluster)
         kill(pid)
         run = job.result()
     assert run.returncode == 0, run.describe()
-    # How the task fails depends on the moment of the kill: "Python worker exited unexpectedly
-    # (crashed)" mid-task, an EOFException while the executor is still being handed the worker.
-    assert lost_tasks(run), f"killing Python worker {pid} on {worker} failed no task:\n" \
-                            f"{run.describe()}"
+    lost = lost_tasks(run)
+    assert len(lost) == 1, f"killing Python worker {pid} on {worker} should fail exactly its " \
+                           f"task:\n{run.describe()}"
+    assert "Python worker exited unexpectedly" in run.stderr, run.describe()
     assert_same_output(out, clean)
 
 
 def test_killed_executor_jvm_is_replaced(cluster, creditcard, workdir, clean):
     out = workdir / "executor-killed"
-    with Submission(cluster, creditcard, out) as job:
-        worker, _ = wait_for(job, first_python_worker(cluster), "a Python worker")
+    with Submission(cluster, creditcard, out, hook_dir=workdir / "hook-executor") as job:
+        worker, _ = job.stopped_task(cluster)
         executors = cluster.executor_pids(worker)
         assert len(executors) == 1, f"{worker} runs executors {executors}, expected one"
         doomed = (executors + cluster.pyspark_daemon_pids(worker)
@@ -307,8 +298,8 @@ def test_killed_executor_jvm_is_replaced(cluster, creditcard, workdir, clean):
 def test_killed_worker_daemon_job_completes_on_the_other(cluster, creditcard, workdir, clean):
     out = workdir / "worker-killed"
     try:
-        with Submission(cluster, creditcard, out) as job:
-            worker, _ = wait_for(job, first_python_worker(cluster), "a Python worker")
+        with Submission(cluster, creditcard, out, hook_dir=workdir / "hook-worker") as job:
+            worker, _ = job.stopped_task(cluster)
             # The worker's executor and its Python processes must end with it: the executor
             # watches its worker and exits when the connection drops.
             doomed = (cluster.executor_pids(worker) + cluster.pyspark_daemon_pids(worker)
@@ -331,9 +322,9 @@ def test_failed_overwrite_keeps_the_old_output_and_a_rerun_equals_a_clean_run(
     shutil.copytree(clean, out)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     # With one attempt per task, the fault that the tests above survive fails the job.
-    with Submission(cluster, creditcard, out, "--overwrite",
+    with Submission(cluster, creditcard, out, "--overwrite", hook_dir=workdir / "hook-rerun",
                     conf={"spark.task.maxFailures": "1"}) as job:
-        worker, pid = wait_for(job, busy_python_worker(cluster), "a busy Python worker")
+        _, pid = job.stopped_task(cluster)
         kill(pid)
         failed = job.result()
     assert failed.returncode == 1, failed.describe()

@@ -73,7 +73,10 @@ def _probabilities(rows, k):
 
 @pytest.mark.parametrize("name,method", [("lr", "expression"), ("lr", "arrow"),
                                          ("mlp", "arrow"), ("reg", "arrow")])
-def test_scores_equal_the_numpy_core(spark, data, name, method):
+def test_scores_equal_the_numpy_core(spark, data, name, method, float32_forward_bound,
+                                     within_float32_rounding):
+    """Within the float32 rounding bound of the float64 reference: Spark's batches are not the
+    core's, and BLAS may sum in another order for another batch shape."""
     from spark_compress.spark.score import model_file_from_bytes, score_dataframe
 
     x, _, models = data
@@ -83,15 +86,21 @@ def test_scores_equal_the_numpy_core(spark, data, name, method):
     assert sf.broadcast_bytes == (len(models[name]) if method == "arrow" else 0)
     rows = sorted(sf.df.collect(), key=lambda r: r.id)
     assert len(rows) == len(x) and [r.id for r in rows] == list(range(len(x)))
-    out, _ = _expected(mf, x)
+    reference, bound = float32_forward_bound(mf.model, x)
     if name == "reg":
-        np.testing.assert_allclose([r.prediction for r in rows], out[:, 0], rtol=1e-5, atol=1e-4)
+        within_float32_rounding(np.array([[r.prediction] for r in rows]), reference, bound)
         return
-    p1 = out[:, -1].astype(np.float64)
+    p1, bound1 = reference[:, -1], bound[:, -1]
     probs = _probabilities(rows, 2)
-    np.testing.assert_allclose(probs[:, 1], p1, rtol=0, atol=2e-6)
+    within_float32_rounding(probs[:, 1], p1, bound1)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
-    assert [r.prediction for r in rows] == (p1 > 0.5).astype(float).tolist()
+    predictions = np.array([r.prediction for r in rows])
+    np.testing.assert_array_equal(predictions, (probs[:, 1] > 0.5).astype(float))
+    # A probability within rounding of 0.5 may fall on either side; every other row's label is
+    # the reference's.
+    clear = np.abs(p1 - 0.5) > bound1
+    assert clear.mean() > 0.99
+    np.testing.assert_array_equal(predictions[clear], (p1[clear] > 0.5).astype(float))
     if method == "arrow":
         assert sf.peak_worker_rss.value > 10 * 2**20  # a real process: tens of MB at least
 
@@ -287,7 +296,10 @@ def test_transformer_in_a_pipeline_saves_and_loads(spark, data, encoded, tmp_pat
     df = _frame(spark, x)
     a = sorted(pipe.transform(df).select("id", "probability").collect(), key=lambda r: r.id)
     b = sorted(loaded.transform(df).select("id", "probability").collect(), key=lambda r: r.id)
-    assert a == b and len(a) == len(x)
+    assert [r.id for r in a] == [r.id for r in b] == list(range(len(x)))
+    # The same model on the same codes: equal up to the summation order BLAS picks (not
+    # bitwise, which BLAS does not promise), within this file's tolerance for the codes path.
+    np.testing.assert_allclose(_probabilities(a, 2), _probabilities(b, 2), rtol=0, atol=1e-5)
     direct = sorted(CompressedModelScorer.fromFile(path).transform(df).collect(),
                     key=lambda r: r.id)
     # Codes vs floats: the quantization error of the features, not of the scorer.
@@ -414,4 +426,12 @@ def test_multiclass_linear_expression_on_an_array_column(spark, data):
     rows = sorted(sf.df.collect(), key=lambda r: r.id)
     out, _ = _expected(mf, x[:50])
     np.testing.assert_allclose(_probabilities(rows, 4), out, rtol=0, atol=2e-6)
-    assert [r.prediction for r in rows] == np.argmax(out, axis=1).astype(float).tolist()
+    probs = _probabilities(rows, 4)
+    predictions = np.array([r.prediction for r in rows])
+    np.testing.assert_array_equal(predictions, np.argmax(probs, axis=1).astype(float))
+    # Where the two top classes are within rounding of each other either may win; elsewhere the
+    # label is the core's.
+    top2 = np.sort(out, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 4e-6
+    assert clear.mean() > 0.9
+    np.testing.assert_array_equal(predictions[clear], np.argmax(out[clear], axis=1))

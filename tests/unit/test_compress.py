@@ -97,15 +97,24 @@ def test_global_prune_skips_layers_without_prune():
 # --------------------------------------------------------------------------- structured
 
 
-def test_structured_prune_removes_lowest_norm_neuron_and_next_rows():
+def test_structured_prune_removes_lowest_norm_neuron_and_next_rows(
+    float32_forward_bound, within_float32_rounding
+):
     plan = Plan(LayerPlan(prune=1 / 3, structured=True), layers={1: LayerPlan()})
     cm = compress(mlp(), plan)
     assert [l.shape for l in cm.layers] == [(4, 2), (2, 2)]
     np.testing.assert_array_equal(cm.layers[0].kept_neurons, [0, 2])
     by_hand = mlp(W0[:, [0, 2]], B0[[0, 2]], W1[[0, 2], :], B1)
+    # The parameters are copies of the kept entries: exact. The forward passes may differ in
+    # the last bits (another array layout can take another BLAS path), so they are held to the
+    # by-hand model's float64 reference within the float32 rounding bound.
+    plain = decompress(cm)
+    for got, want in zip(plain.layers, by_hand.layers):
+        np.testing.assert_array_equal(got.weight, want.weight)
+        np.testing.assert_array_equal(got.bias, want.bias)
     x = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
-    np.testing.assert_array_equal(forward(decompress(cm), x), forward(by_hand, x))
-    np.testing.assert_array_equal(decompress(cm).layers[1].weight, W1[[0, 2], :])
+    reference, bound = float32_forward_bound(by_hand, x)
+    within_float32_rounding(forward(plain, x), reference, bound)
 
 
 def test_structured_prune_of_output_layer_raises():
@@ -324,6 +333,8 @@ def test_compress_is_deterministic():
         global_prune=True,
         seed=11,
     )
+    # Bitwise on purpose: the same calls on the same arrays in one process take the same BLAS
+    # path, and byte-identical model files for the same plan are a promise of the project.
     first, second = stored_arrays(compress(model, plan)), stored_arrays(compress(model, plan))
     assert len(first) == len(second)
     for a, b in zip(first, second):

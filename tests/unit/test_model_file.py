@@ -84,11 +84,11 @@ def assert_same_model(got: CompressedModel, want: CompressedModel) -> None:
             np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-def run(model: Model, seed=1) -> np.ndarray:
+def run_inputs(model: Model, seed=1) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(7, model.n_features)).astype(np.float32)
     ids = {e.input: rng.integers(0, e.num_ids, size=(7, 2)) for e in model.embeddings}
-    return forward(model, x, ids)
+    return x, ids
 
 
 CASES = {
@@ -110,14 +110,19 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_round_trip_each_storage_kind(case):
+def test_round_trip_each_storage_kind(case, float32_forward_bound, within_float32_rounding):
     model, plan = CASES[case]
     cm = compress(model, plan)
     source = {"type": "test", "case": case}
     data = model_to_bytes(cm, plan=plan, source=source)
     got, spec = model_from_bytes(data)
-    assert_same_model(got, cm)
-    np.testing.assert_array_equal(run(decompress(got)), run(decompress(cm)))
+    assert_same_model(got, cm)  # every stored array bit for bit
+    # The same parameters in buffers of another layout: the forward passes agree within float32
+    # rounding (not bitwise: BLAS may take another path for another alignment or stride).
+    want = decompress(cm)
+    x, ids = run_inputs(want)
+    reference, bound = float32_forward_bound(want, x, ids)
+    within_float32_rounding(forward(decompress(got), x, ids), reference, bound)
     assert spec["source"] == source
     assert plan_from_dict(spec["plan"]) == plan
     assert model_to_bytes(cm, plan=plan, source=source) == data

@@ -23,14 +23,19 @@ def mlp(rng, sizes=(3, 5, 2), task="multiclass") -> Model:
     return Model(task, tuple(layers), sizes[0])
 
 
-def test_score_equals_forward_and_does_not_depend_on_batch_size():
+def test_score_equals_forward_and_does_not_depend_on_batch_size(
+    float32_forward_bound, within_float32_rounding
+):
+    """Each batch size within the float32 rounding bound of the float64 reference: BLAS may sum
+    in another order for another batch shape, so bitwise equality is not promised."""
     rng = np.random.default_rng(0)
     model = mlp(rng)
     x = rng.normal(size=(23, 3)).astype(np.float32)
-    expected = forward(model, x)
+    reference, bound = float32_forward_bound(model, x)
+    within_float32_rounding(forward(model, x), reference, bound)
     for bs in (1, 4, 23, 1000):
         out, valid = score(prepare(model), x, batch_size=bs)
-        np.testing.assert_allclose(out, expected, rtol=0, atol=1e-6)
+        within_float32_rounding(out, reference, bound)
         assert valid.all()
 
 
