@@ -135,8 +135,8 @@ REFERENCE: tuple[ConfigKey, ...] = (
               "Training rows collected to the driver for fine-tuning.", 10000, default=50000,
               attribute="finetune_rows"),
     *(ConfigKey("layers.X", k, f"as [plan] {k}",
-                f"{k} of layer X only: X is a layer index (0 the first, -1 the last) or the "
-                f"layer's name.", ex, default_note="the [plan] value")
+                f"{k} of layer X only: X is the layer's name, or its position written "
+                f"\"#i\" ([layers.\"#0\"] the first, [layers.\"#-1\"] the last).", ex, default_note="the [plan] value")
       for k, _t, _d, ex, _df in _LAYER_REFERENCE),
     ConfigKey("eval", "label", "column name",
               "The label column of --eval-data (and --train-data).", "label",
