@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spark_compress.core.metrics import finalize, partial_stats
+from spark_compress.core.metrics import class1_scores, finalize, partial_stats, ranking_metrics
 from spark_compress.core.model import forward, linear
 from spark_compress.errors import DataError, SchemaError
 from spark_compress.spark.evaluate import evaluate_models
@@ -38,7 +38,10 @@ def make_rows(labels: np.ndarray, x: np.ndarray, label_type=np.int64) -> pd.Data
 def local_metrics(task, models, x, y):
     outs = {n: forward(m, x) for n, m in models.items()}
     first = next(iter(outs.values()))
-    return {n: finalize(task, partial_stats(task, y, o, first)) for n, o in outs.items()}
+    return {n: finalize(task, partial_stats(task, y, o, first),
+                        ranking=ranking_metrics(y, class1_scores(o)) if task == "binary"
+                        else None)
+            for n, o in outs.items()}
 
 
 def assert_metrics_equal(got, expected):
@@ -46,8 +49,8 @@ def assert_metrics_equal(got, expected):
     for name in expected:
         assert set(got[name]) == set(expected[name]), name
         for key, value in expected[name].items():
-            if value is None:
-                assert got[name][key] is None, (name, key)
+            if value is None or isinstance(value, dict):
+                assert got[name][key] == value, (name, key)
             else:
                 assert got[name][key] == pytest.approx(value, abs=1e-9, rel=0), (name, key)
 
