@@ -51,6 +51,25 @@ from spark_compress.errors import ConfigError, DataError
 TASKS = ("regression", "binary", "multiclass")
 EPS = 1e-15
 
+# What each key of finalize() means, for reports that must say how a number was computed.
+DEFINITIONS = {
+    "count": "rows evaluated",
+    "accuracy": "fraction of rows whose predicted label (binary: p > 0.5; else the first "
+                "argmax) equals the label",
+    "log_loss": "mean negative log-likelihood of the label, probabilities clipped to "
+                "[1e-15, 1 - 1e-15]",
+    "roc_auc": "exact area under the ROC curve of the class-1 scores, tied scores counting one "
+               "half (equal to sklearn.metrics.roc_auc_score); null when a class is absent",
+    "average_precision": "exact step-wise average precision over the distinct class-1 scores "
+                         "(equal to sklearn.metrics.average_precision_score); null without "
+                         "positive labels",
+    "agreement": "fraction of rows whose predicted label equals the original model's",
+    "rmse": "root mean squared error against the label",
+    "mae": "mean absolute error against the label",
+    "rmse_between": "root mean squared difference from the original model's predictions",
+    "undefined": "why a metric is null",
+}
+
 _INT_KEYS = ("count", "correct", "agree")
 # Above this a product of two int64 counts could overflow: Python integers take over.
 _INT64_SAFE = 2 ** 62
