@@ -129,10 +129,11 @@ def run(args, spark, run_id, ctx) -> dict:
     except BaseException:
         out.abort()
         raise
-    summary = {k: report[k] for k in ("original_bytes", "compressed_bytes", "compression_ratio",
-                                      "warnings", "gate")} | {"output": args.output}
+    summary = {k: report[k] for k in ("original_bytes", "compressed_bytes", "compression_ratio")
+               } | {"output": args.output}
     if not report["gate"]["passed"]:
-        raise QualityGateFailed(G.gate_message(JOB, report["gate"], args.output), summary)
+        raise QualityGateFailed(G.gate_message(JOB, report["gate"], args.output),
+                                summary | {"gate": report["gate"]})
     return summary
 
 

@@ -88,10 +88,10 @@ def run(args, spark, run_id, config) -> dict:
         if df is not None:
             df.unpersist()
     summary = {k: report[k] for k in ("rows_in", "rows_out", "bytes_in", "bytes_out",
-                                      "compression_ratio", "warnings", "gate")
-               } | {"output": args.output}
+                                      "compression_ratio")} | {"output": args.output}
     if not report["gate"]["passed"]:
-        raise QualityGateFailed(G.gate_message(JOB, report["gate"], args.output), summary)
+        raise QualityGateFailed(G.gate_message(JOB, report["gate"], args.output),
+                                summary | {"gate": report["gate"]})
     return summary
 
 
