@@ -9,10 +9,10 @@ and finalized: a few dozen numbers per partition, whatever the row count.
 Binary models also get exact ranking metrics (``roc_auc``, ``average_precision``, equal to
 scikit-learn's on the same scores; see :mod:`spark_compress.core.metrics`), without collecting
 rows to the driver: each Arrow batch also emits ``(model, score, positives, negatives)`` per
-distinct class-1 score (:func:`~spark_compress.core.metrics.score_counts`); Spark sums the counts
-per distinct score and sorts them by decreasing score (a range-partitioned shuffle of at most
-one row per distinct score and model); one pass over the sorted partitions collects each
-partition's label totals (a few numbers per partition), and a second pass, given the totals of
+distinct class-1 score (:func:`~spark_compress.core.metrics.score_counts`); Spark sorts them
+by decreasing score (a range-partitioned shuffle: rows of equal scores land in one partition,
+next to each other, and are summed there); one aggregation over the sorted partitions collects
+each partition's label totals (a few numbers per partition), and a pass, given the totals of
 the partitions above, computes each partition's share of the areas
 (:func:`~spark_compress.core.metrics.ranking_block`), added on the driver in exact integers and
 ``math.fsum``. The scores are the float32 probabilities of class 1 that ``forward`` computes
@@ -55,10 +55,6 @@ _RESULT_SCHEMA = T.StructType([
 _RESULT_ARROW = pa.schema([("error", pa.string()), ("layout", pa.string()),
                            ("values", pa.list_(pa.float64())), ("model", pa.int32()),
                            ("score", pa.float64()), ("pos", pa.int64()), ("neg", pa.int64())])
-_TOTALS_SCHEMA = T.StructType([
-    T.StructField("model", T.IntegerType()), T.StructField("top", T.DoubleType()),
-    T.StructField("n_pos", T.LongType()), T.StructField("n_neg", T.LongType()),
-])
 _AREAS_SCHEMA = T.StructType([
     T.StructField("model", T.IntegerType()), T.StructField("top", T.DoubleType()),
     T.StructField("n_pos", T.LongType()), T.StructField("n_neg", T.LongType()),
@@ -159,14 +155,18 @@ def evaluate_models(df: DataFrame, models: Mapping[str, Model], *, features: Seq
 
 def _ranking(counts: DataFrame, n_models: int) -> list[dict]:
     """Exact ranking metrics per model from the score-count rows (see the module docstring)."""
-    grouped = counts.groupBy("model", "score").agg(F.sum("pos").alias("pos"),
-                                                  F.sum("neg").alias("neg"))
-    ordered = grouped.orderBy(F.col("model").asc(), F.col("score").desc()) \
+    # Range partitioning sends every row of one (model, score) to the same partition and gives
+    # the partitions disjoint ranges, so equal scores need no separate aggregation (they are
+    # adjacent after the sort and summed in _runs), and a partition's run of one model is
+    # named by its top score.
+    ordered = counts.select("model", "score", "pos", "neg") \
+        .orderBy(F.col("model").asc(), F.col("score").desc()) \
         .persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        # Range partitioning puts each (model, score) in one partition and gives partitions
-        # disjoint ranges, so a partition's run of one model is named by its top score.
-        runs = ordered.mapInArrow(_run_totals, _TOTALS_SCHEMA).collect()
+        # Pass 1, in the JVM: each partition's label totals per model (a few numbers each).
+        runs = ordered.groupBy(F.spark_partition_id().alias("part"), "model").agg(
+            F.max("score").alias("top"), F.sum("pos").alias("n_pos"),
+            F.sum("neg").alias("n_neg")).collect()
         before: dict[tuple[int, float], tuple[int, int]] = {}
         tp = [0] * n_models
         fp = [0] * n_models
@@ -179,6 +179,7 @@ def _ranking(counts: DataFrame, n_models: int) -> list[dict]:
         def areas(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             return _run_areas(batches, before)
 
+        # Pass 2: each partition's share of the areas, given the totals above it.
         parts = ordered.mapInArrow(areas, _AREAS_SCHEMA).collect()
     finally:
         ordered.unpersist()
@@ -192,8 +193,9 @@ def _ranking(counts: DataFrame, n_models: int) -> list[dict]:
 
 def _runs(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[int, float, np.ndarray,
                                                                 np.ndarray]]:
-    """``(model, top score, pos, neg)`` of every model's run of one sorted partition, the counts
-    in decreasing score order (a run may span Arrow batches)."""
+    """``(model, top score, pos, neg)`` of every model's run of one sorted partition: the counts
+    of each distinct score (rows of equal scores summed), in decreasing score order. A run may
+    span Arrow batches."""
     current = None
     for b in batches:
         model = b.column(0).to_numpy(zero_copy_only=False)
@@ -204,25 +206,23 @@ def _runs(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[int, float, np.nd
         for i, start in enumerate(starts):
             stop = starts[i + 1] if i + 1 < len(starts) else len(model)
             m = int(model[start])
+            piece = (score[start:stop], pos[start:stop], neg[start:stop])
             if current is not None and current[0] == m:
-                current[2].append(pos[start:stop])
-                current[3].append(neg[start:stop])
+                current[1].append(piece)
                 continue
             if current is not None:
-                yield current[0], current[1], np.concatenate(current[2]), \
-                    np.concatenate(current[3])
-            current = (m, float(score[start]), [pos[start:stop]], [neg[start:stop]])
+                yield _collapse(*current)
+            current = (m, [piece])
     if current is not None:
-        yield current[0], current[1], np.concatenate(current[2]), np.concatenate(current[3])
+        yield _collapse(*current)
 
 
-def _run_totals(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    rows = [(m, top, int(p.sum()), int(q.sum())) for m, top, p, q in _runs(batches)]
-    if rows:
-        m, top, n_pos, n_neg = zip(*rows)
-        yield pa.RecordBatch.from_arrays(
-            [pa.array(m, pa.int32()), pa.array(top, pa.float64()), pa.array(n_pos, pa.int64()),
-             pa.array(n_neg, pa.int64())], names=["model", "top", "n_pos", "n_neg"])
+def _collapse(model: int, pieces: list) -> tuple[int, float, np.ndarray, np.ndarray]:
+    score = np.concatenate([p[0] for p in pieces])
+    pos = np.concatenate([p[1] for p in pieces])
+    neg = np.concatenate([p[2] for p in pieces])
+    starts = np.flatnonzero(np.r_[True, score[1:] != score[:-1]])
+    return model, float(score[0]), np.add.reduceat(pos, starts), np.add.reduceat(neg, starts)
 
 
 def _run_areas(batches: Iterator[pa.RecordBatch],

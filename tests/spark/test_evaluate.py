@@ -31,7 +31,9 @@ def grid(a, step: float) -> np.ndarray:
 
 
 def make_rows(labels: np.ndarray, x: np.ndarray, label_type=np.int64) -> pd.DataFrame:
-    pdf = pd.DataFrame(x, columns=FEATURES)
+    # A copy: a DataFrame over a float array can share its memory, and a test that edits its
+    # rows (a null feature) must not change the module fixture's features.
+    pdf = pd.DataFrame(np.array(x, copy=True), columns=FEATURES)
     pdf["y"] = labels.astype(label_type)
     return pdf
 
