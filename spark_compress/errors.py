@@ -30,3 +30,14 @@ class FormatError(SparkCompressError, ValueError):
 
 class NotFittedError(SparkCompressError, ValueError):
     """An estimator was used before ``fit``."""
+
+
+class QualityGateFailed(Exception):
+    """A job finished and wrote its output, but the output failed the quality gate of its
+    config (``[gate]``): not bad input, so not a :class:`SparkCompressError`. Jobs map it to
+    exit code 3 ("quality gate failed"). ``summary`` is the job's JSON summary (it includes the
+    ``gate``); ``str(self)`` the one-line message naming the failed checks."""
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(message)
+        self.summary = summary

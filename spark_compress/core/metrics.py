@@ -6,39 +6,73 @@ the order does not matter up to float64 rounding of the log-loss and error sums)
 turns the merged statistics into metrics::
 
     stats = merge_stats(partial_stats("binary", y0, out0), partial_stats("binary", y1, out1))
-    finalize("binary", stats)  # {"count", "accuracy", "log_loss", "roc_auc", "pr_auc"}
+    finalize("binary", stats, ranking=ranking_metrics(y, score))
+    # {"count", "accuracy", "log_loss", "roc_auc", "average_precision"}
 
 ``outputs`` are those of :func:`spark_compress.core.model.forward`: for ``binary`` ``(n, 1)`` (the
 probability of class 1) or ``(n, 2)`` (softmax); for ``multiclass`` ``(n, k)``; for
 ``regression`` ``(n,)`` or ``(n, 1)``. Predicted labels follow
 :func:`spark_compress.core.model.predict` (``p > 0.5``, else the first argmax).
 
-AUC approximation: positive-class scores are counted in ``bins`` equal-width bins on ``[0, 1]``
-(bin ``min(floor(s * bins), bins - 1)``), and both AUCs are computed with each bin as one tie
-group. The histogram ROC AUC equals the exact ROC AUC (ties counting one half) of the scores
-rounded down to their bin, so it differs from the exact value only through positive/negative pairs
-that share a bin: ``|error| <= 0.5 * sum_b pos_b * neg_b / (P * N)``, zero when no bin holds both
-classes. With the default 10,000 bins (width 1e-4) and scores spread over ``[0, 1]`` this is far
-below 1e-3; scores piled in a narrow range (a saturated model) make it larger. Average precision
-is exact for the binned scores likewise.
+Ranking metrics (binary) are exact: ``roc_auc`` equals ``sklearn.metrics.roc_auc_score`` (ties
+count one half) and ``average_precision`` equals ``sklearn.metrics.average_precision_score``
+(step-wise, one threshold per distinct score) on the same float64 scores, whatever the scores
+(ties, ``1e-300``, ``1 - 1e-16``, exact 0 and 1), up to float64 rounding of the final divisions.
+They need the scores in order, so they are not a sum of per-block statistics; they are built
+from three pieces that a distributed caller can place on different machines:
 
-Undefined metrics are ``None``: every metric when ``count`` is 0; ``roc_auc`` when the labels hold
-only one class; ``pr_auc`` when there is no positive label (all positives give 1.0).
+1. :func:`score_counts`: per block of rows, the distinct scores with their counts of positive
+   and negative labels (what a partition sends to a shuffle);
+2. after the counts of equal scores are summed and sorted by decreasing score, every contiguous
+   run of distinct scores (a partition of the sorted data) gives :func:`ranking_block` from its
+   counts and the totals of the runs above it (prefix sums over the runs: a few numbers each);
+3. :func:`finalize_ranking` adds the runs' pieces: the ROC area in exact integers (the
+   Mann-Whitney count, doubled to stay integral), the average precision with ``math.fsum``.
+
+:func:`ranking_metrics` does all three on one block (in memory).
+
+Undefined metrics are ``None``: every metric when ``count`` is 0; ``roc_auc`` when the labels
+hold only one class (scikit-learn 1.9 returns NaN with an ``UndefinedMetricWarning``);
+``average_precision`` when there is no positive label (scikit-learn 1.9 returns 0.0 with a
+warning that recall is set to one; a number there would look like a real, terrible model). All
+positive labels give ``average_precision`` 1.0, as in scikit-learn. :func:`finalize_ranking`
+says why a value is ``None`` under ``"undefined"``.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+import math
+from typing import Iterable, Mapping
 
 import numpy as np
 
 from spark_compress.errors import ConfigError, DataError
 
 TASKS = ("regression", "binary", "multiclass")
-DEFAULT_BINS = 10_000
 EPS = 1e-15
 
-_INT_KEYS = ("count", "correct", "agree", "hist_pos", "hist_neg")
+# What each key of finalize() means, for reports that must say how a number was computed.
+DEFINITIONS = {
+    "count": "rows evaluated",
+    "accuracy": "fraction of rows whose predicted label (binary: p > 0.5; else the first "
+                "argmax) equals the label",
+    "log_loss": "mean negative log-likelihood of the label, probabilities clipped to "
+                "[1e-15, 1 - 1e-15]",
+    "roc_auc": "exact area under the ROC curve of the class-1 scores, tied scores counting one "
+               "half (equal to sklearn.metrics.roc_auc_score); null when a class is absent",
+    "average_precision": "exact step-wise average precision over the distinct class-1 scores "
+                         "(equal to sklearn.metrics.average_precision_score); null without "
+                         "positive labels",
+    "agreement": "fraction of rows whose predicted label equals the original model's",
+    "rmse": "root mean squared error against the label",
+    "mae": "mean absolute error against the label",
+    "rmse_between": "root mean squared difference from the original model's predictions",
+    "undefined": "why a metric is null",
+}
+
+_INT_KEYS = ("count", "correct", "agree")
+# Above this a product of two int64 counts could overflow: Python integers take over.
+_INT64_SAFE = 2 ** 62
 
 
 def _check_task(task: str) -> None:
@@ -88,26 +122,30 @@ def _predicted(out: np.ndarray) -> np.ndarray:
     return np.argmax(out, axis=1).astype(np.int64)
 
 
+def class1_scores(outputs: np.ndarray) -> np.ndarray:
+    """The float64 scores of class 1 of a binary model's outputs (``(n, 1)``: the column; ``(n,
+    2)``: the second column), the values :func:`ranking_metrics` ranks."""
+    out = np.asarray(outputs)
+    return np.asarray(out[:, 0] if out.shape[1] == 1 else out[:, 1], dtype=np.float64)
+
+
 def partial_stats(task: str, y_true: np.ndarray, outputs_a: np.ndarray,
-                  outputs_b: np.ndarray | None = None, *, bins: int = DEFAULT_BINS,
-                  ) -> dict[str, np.ndarray]:
+                  outputs_b: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Sufficient statistics of ``outputs_a`` against ``y_true`` (``(n,)``), and against
     ``outputs_b`` (another model on the same rows) if given.
 
     Keys: ``count``; ``binary``/``multiclass``: ``correct`` and ``log_loss_sum`` (probabilities
-    clipped to ``[1e-15, 1 - 1e-15]``); ``binary`` also ``hist_pos``/``hist_neg`` (int64
-    ``(bins,)`` histograms of the class-1 score by label); ``regression``: ``sse``, ``sae``. With
-    ``outputs_b``: ``agree`` (rows with the same predicted label) for classification, ``sq_diff``
-    (sum of squared differences of the predictions) for regression. Values are numpy
-    scalars or 1-d arrays, int64 for counts, float64 for sums. ``n = 0`` gives zeros.
+    clipped to ``[1e-15, 1 - 1e-15]``); ``regression``: ``sse``, ``sae``. With ``outputs_b``:
+    ``agree`` (rows with the same predicted label) for classification, ``sq_diff`` (sum of
+    squared differences of the predictions) for regression. Values are numpy scalars, int64 for
+    counts, float64 for sums. ``n = 0`` gives zeros. The ranking metrics of a binary model are
+    not sums: see :func:`score_counts`.
 
     Raises :class:`DataError` for outputs of the wrong shape or with NaN/infinity, labels that
-    are not finite, or classification labels outside ``0..k-1``; :class:`ConfigError` for an
-    unknown task or ``bins < 1``.
+    are not finite, classification labels outside ``0..k-1``, or binary class-1 scores outside
+    ``[0, 1]``; :class:`ConfigError` for an unknown task.
     """
     _check_task(task)
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
-        raise ConfigError(f"The 'bins' parameter must be an int >= 1. Got {bins!r} instead.")
     n = int(np.shape(y_true)[0]) if np.ndim(y_true) else 0
     a = _outputs(task, outputs_a, n, "outputs_a")
     y = _labels(task, y_true, a.shape[1])
@@ -125,13 +163,10 @@ def partial_stats(task: str, y_true: np.ndarray, outputs_a: np.ndarray,
             p = a[np.arange(n), y]
         stats["log_loss_sum"] = np.float64(-np.log(np.clip(p, EPS, 1.0 - EPS)).sum())
         if task == "binary":
-            score = a[:, 0] if a.shape[1] == 1 else a[:, 1]
+            score = class1_scores(a)
             if ((score < 0) | (score > 1)).any():
                 raise DataError("class-1 scores of a binary model must lie in [0, 1]; got "
                                 f"{float(score[np.argmax((score < 0) | (score > 1))])!r}")
-            idx = np.minimum((score * bins).astype(np.int64), bins - 1)
-            stats["hist_pos"] = np.bincount(idx[y == 1], minlength=bins).astype(np.int64)
-            stats["hist_neg"] = np.bincount(idx[y == 0], minlength=bins).astype(np.int64)
     if outputs_b is not None:
         b = _outputs(task, outputs_b, n, "outputs_b")
         if task == "regression":
@@ -145,7 +180,7 @@ def partial_stats(task: str, y_true: np.ndarray, outputs_a: np.ndarray,
 def merge_stats(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The statistics of the union of the rows of ``a`` and ``b`` (a new dict; inputs unchanged).
 
-    Both must come from :func:`partial_stats` with the same task, ``bins`` and presence of
+    Both must come from :func:`partial_stats` with the same task and presence of
     ``outputs_b``; otherwise :class:`DataError` names the differing keys or shapes.
     """
     if set(a) != set(b):
@@ -161,44 +196,138 @@ def merge_stats(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> dic
     return out
 
 
-def _roc_auc(pos: np.ndarray, neg: np.ndarray) -> float | None:
-    n_pos, n_neg = int(pos.sum()), int(neg.sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    # Sweep the threshold from the top bin down; each bin is one tie group (a trapezoid).
-    tp = np.concatenate([[0], np.cumsum(pos[::-1])]).astype(np.float64)
-    fp = np.concatenate([[0], np.cumsum(neg[::-1])]).astype(np.float64)
-    area = np.sum(np.diff(fp) * (tp[1:] + tp[:-1])) / 2.0
-    return float(area / (n_pos * n_neg))
+def score_counts(y_true: np.ndarray, scores: np.ndarray,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct values of ``scores`` (float64, increasing) and, for each, the int64 counts of
+    rows with label 1 and with label 0.
+
+    ``y_true`` holds 0/1 labels (any numeric dtype), ``scores`` finite numbers of the same length
+    (compared as float64, so float32 scores keep their exact values; ``-0.0`` equals ``0.0``).
+    Raises :class:`DataError` for other labels, non-finite scores or different lengths.
+    """
+    y = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if y.shape != s.shape:
+        raise DataError(f"{y.size} labels but {s.size} scores; they must be the same rows")
+    bad = (y != 0) & (y != 1)
+    if bad.any():
+        raise DataError(f"labels of a binary model must be 0 or 1; got "
+                        f"{float(y[np.argmax(bad)])!r}")
+    if not np.isfinite(s).all():
+        raise DataError(f"scores hold NaN or infinity in {int((~np.isfinite(s)).sum())} row(s)")
+    values, inverse = np.unique(s, return_inverse=True)
+    values = values + 0.0  # -0.0 -> 0.0: equal values print the same in every partition
+    pos = np.bincount(inverse[y == 1], minlength=values.size).astype(np.int64)
+    neg = np.bincount(inverse[y == 0], minlength=values.size).astype(np.int64)
+    return values, pos, neg
 
 
-def _average_precision(pos: np.ndarray, neg: np.ndarray) -> float | None:
-    n_pos = int(pos.sum())
-    if n_pos == 0:
-        return None
-    p, q = pos[::-1].astype(np.float64), neg[::-1].astype(np.float64)
-    tp, fp = np.cumsum(p), np.cumsum(q)
+def merge_score_counts(parts: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`score_counts` of the union of the blocks whose counts ``parts`` holds (the sums of
+    the counts of equal scores, exact in int64)."""
+    parts = list(parts)
+    if not parts:
+        return np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    values = np.concatenate([np.asarray(p[0], dtype=np.float64) for p in parts])
+    uniq, inverse = np.unique(values, return_inverse=True)
+    pos = np.zeros(uniq.size, np.int64)
+    neg = np.zeros(uniq.size, np.int64)
+    np.add.at(pos, inverse, np.concatenate([np.asarray(p[1], dtype=np.int64) for p in parts]))
+    np.add.at(neg, inverse, np.concatenate([np.asarray(p[2], dtype=np.int64) for p in parts]))
+    return uniq + 0.0, pos, neg
+
+
+def ranking_block(pos: np.ndarray, neg: np.ndarray, *, tp_before: int = 0,
+                  fp_before: int = 0) -> dict[str, int | float]:
+    """The share of one contiguous run of distinct scores in the ranking metrics.
+
+    ``pos`` and ``neg`` are the counts of positive and negative labels of each distinct score of
+    the run, in *decreasing* score order; ``tp_before`` and ``fp_before`` are the positives and
+    negatives of all higher scores (the runs above this one). Returns ``n_pos`` and ``n_neg``
+    (the run's totals), ``roc_twice`` (an exact Python int: twice the number of
+    positive/negative pairs the run's negatives rank below a positive, ties counting one half:
+    ``sum_g neg_g * (2 * TP_above_g + pos_g)``) and ``ap_sum`` (``sum_g pos_g * precision_g``
+    with ``precision_g = TP_g / (TP_g + FP_g)`` at threshold ``g`` inclusive, a ``math.fsum``).
+    :func:`finalize_ranking` adds the runs' values in any order.
+    """
+    p = np.asarray(pos, dtype=np.int64).reshape(-1)
+    q = np.asarray(neg, dtype=np.int64).reshape(-1)
+    if p.shape != q.shape:
+        raise DataError(f"pos and neg counts must have the same length; got {p.size} and {q.size}")
+    if (p < 0).any() or (q < 0).any():
+        raise DataError("label counts must be >= 0")
+    tp_before, fp_before = int(tp_before), int(fp_before)
+    n_pos, n_neg = int(p.sum()), int(q.sum())
+    above = np.cumsum(p) - p  # positives of this run ranked strictly higher
+    if 2 * max(n_pos, 1) * max(n_neg, 1) < _INT64_SAFE:
+        local = int(np.dot(q, 2 * above + p))
+    else:  # counts so large that int64 products could overflow
+        local = sum(int(a) * (2 * int(b) + int(c)) for a, b, c in zip(q, above, p))
+    roc_twice = 2 * tp_before * n_neg + local
     hit = p > 0
-    return float(np.sum(p[hit] / n_pos * tp[hit] / (tp[hit] + fp[hit])))
+    tp = (tp_before + np.cumsum(p))[hit].astype(np.float64)
+    fp = (fp_before + np.cumsum(q))[hit].astype(np.float64)
+    ap_sum = math.fsum((p[hit].astype(np.float64) * (tp / (tp + fp))).tolist())
+    return {"n_pos": n_pos, "n_neg": n_neg, "roc_twice": roc_twice, "ap_sum": ap_sum}
 
 
-def finalize(task: str, stats: Mapping[str, np.ndarray]) -> dict[str, float | int | None]:
+def finalize_ranking(blocks: Iterable[Mapping[str, int | float]]) -> dict:
+    """``roc_auc`` and ``average_precision`` from the :func:`ranking_block` results of runs that
+    together cover every distinct score once (each computed with the right ``tp_before`` /
+    ``fp_before``). Undefined values are ``None`` and ``"undefined"`` maps their names to the
+    reason (the key is present only when something is undefined)."""
+    blocks = list(blocks)
+    n_pos = sum(int(b["n_pos"]) for b in blocks)
+    n_neg = sum(int(b["n_neg"]) for b in blocks)
+    roc_twice = sum(int(b["roc_twice"]) for b in blocks)
+    out: dict = {"roc_auc": None, "average_precision": None}
+    undefined = {}
+    if n_pos and n_neg:
+        # Python's int / int is correctly rounded: the exact area, rounded once.
+        out["roc_auc"] = roc_twice / (2 * n_pos * n_neg)
+    else:
+        present = "no rows" if not (n_pos or n_neg) else \
+            f"only class {1 if n_pos else 0} in the labels"
+        undefined["roc_auc"] = f"ROC AUC needs both classes; {present}"
+    if n_pos:
+        out["average_precision"] = math.fsum(float(b["ap_sum"]) for b in blocks) / n_pos
+    else:
+        undefined["average_precision"] = "average precision needs a positive label; there is none"
+    if undefined:
+        out["undefined"] = undefined
+    return out
+
+
+def ranking_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict:
+    """Exact ``roc_auc`` and ``average_precision`` of ``scores`` (the class-1 scores, see
+    :func:`class1_scores`) against 0/1 labels ``y_true``, in memory: :func:`score_counts`, one
+    :func:`ranking_block` over all distinct scores from the highest, :func:`finalize_ranking`.
+    Equal to scikit-learn's ``roc_auc_score`` and ``average_precision_score`` where those are
+    defined (see the module docstring for the undefined cases)."""
+    _, pos, neg = score_counts(y_true, scores)
+    return finalize_ranking([ranking_block(pos[::-1], neg[::-1])])
+
+
+def finalize(task: str, stats: Mapping[str, np.ndarray], *,
+             ranking: Mapping | None = None) -> dict[str, float | int | None]:
     """Metrics from (merged) :func:`partial_stats` statistics.
 
-    Keys: ``count`` (int) and ``binary``: ``accuracy``, ``log_loss`` (mean), ``roc_auc``
-    (trapezoid), ``pr_auc`` (average precision, step-wise); ``multiclass``: ``accuracy``,
-    ``log_loss``; ``regression``: ``rmse``, ``mae``; with a second model: ``agreement`` (fraction
-    of rows with the same predicted label) or, for regression, ``rmse_between``. Undefined values
-    are ``None`` (see the module docstring).
+    Keys: ``count`` (int) and ``binary``/``multiclass``: ``accuracy``, ``log_loss`` (mean);
+    ``regression``: ``rmse``, ``mae``; with a second model: ``agreement`` (fraction of rows with
+    the same predicted label) or, for regression, ``rmse_between``. For ``binary``, ``ranking``
+    (:func:`finalize_ranking` or :func:`ranking_metrics` of the same rows) adds ``roc_auc``,
+    ``average_precision`` and, when one is undefined, ``undefined``; without it they are left
+    out. Undefined values are ``None`` (see the module docstring).
     """
     _check_task(task)
     need = {"count"} | ({"sse", "sae"} if task == "regression" else {"correct", "log_loss_sum"})
-    if task == "binary":
-        need |= {"hist_pos", "hist_neg"}
     missing = sorted(need - set(stats))
     if missing:
         raise DataError(f"statistics for a {task} model lack {missing}; compute them with "
                         f"partial_stats({task!r}, ...)")
+    if ranking is not None and task != "binary":
+        raise ConfigError(f"ranking metrics are defined for binary models only; got task {task!r}")
     n = int(stats["count"])
     out: dict[str, float | int | None] = {"count": n}
 
@@ -215,10 +344,11 @@ def finalize(task: str, stats: Mapping[str, np.ndarray]) -> dict[str, float | in
     else:
         out["accuracy"] = mean(stats["correct"])
         out["log_loss"] = mean(stats["log_loss_sum"])
-        if task == "binary":
-            pos, neg = np.asarray(stats["hist_pos"]), np.asarray(stats["hist_neg"])
-            out["roc_auc"] = _roc_auc(pos, neg)
-            out["pr_auc"] = _average_precision(pos, neg)
+        if ranking is not None:
+            out["roc_auc"] = ranking.get("roc_auc")
+            out["average_precision"] = ranking.get("average_precision")
+            if ranking.get("undefined"):
+                out["undefined"] = dict(ranking["undefined"])
         if "agree" in stats:
             out["agreement"] = mean(stats["agree"])
     return out

@@ -2,6 +2,15 @@
 
 Unknown keys are errors that name the file and the key; every value is checked here, before any
 Spark work starts.
+
+The optional quality gate (checked against the report after the output is written; a failed
+limit exits with code 3, see :mod:`spark_compress.io.gate`)::
+
+    [gate]                        # defaults for every encoded column
+    max_clipped_fraction = 0.01   # clipped_count / rows_in at most this
+    max_rmse = 0.5                # reconstruction RMSE, absolute, in the column's units
+    [gate.columns."mean radius"]  # one column's own limits (a name with a space is quoted)
+    max_rmse = 0.01
 """
 
 from __future__ import annotations
@@ -98,6 +107,7 @@ class FeatureConfig:
     columns: Mapping[str, ColumnSettings] = field(default_factory=dict)
     relative_error: float | None = None
     source: str = "<config>"
+    gate: "FeatureGate" = field(default_factory=lambda: FeatureGate())
 
     def settings_for(self, name: str) -> ColumnSettings:
         """The resolved settings of column ``name`` (per-column override over defaults)."""
@@ -109,6 +119,49 @@ class FeatureConfig:
             clip=c.clip if c.clip is not None else d.clip,
             max_categories=c.max_categories if c.max_categories is not None else d.max_categories,
         )
+
+
+@dataclass(frozen=True)
+class FeatureGate:
+    """The ``[gate]`` limits that are set: ``defaults`` for every encoded column and per-column
+    ``columns`` (each a mapping of ``max_rmse`` / ``max_clipped_fraction`` to its limit)."""
+
+    defaults: Mapping[str, float] = field(default_factory=dict)
+    columns: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+
+def _check_gate_rmse(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 <= v < math.inf):
+        raise ConfigError(f"{where}: must be a finite number >= 0 (the column's units). "
+                          f"Got {v!r}.")
+    return float(v)
+
+
+def _check_gate_fraction(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 <= v <= 1.0):
+        raise ConfigError(f"{where}: must be a fraction of the rows in [0, 1], e.g. 0.01. "
+                          f"Got {v!r}.")
+    return float(v)
+
+
+_GATE_KEYS = {"max_rmse": _check_gate_rmse, "max_clipped_fraction": _check_gate_fraction}
+
+
+def parse_feature_gate(doc: Mapping, source: str = "<config>") -> FeatureGate:
+    """The ``[gate]`` table (see the module docstring); an empty gate without one."""
+    table = dict(_table(doc, "gate", source))
+    columns_doc = table.pop("columns", {})
+    if not isinstance(columns_doc, dict):
+        raise ConfigError(f"{source}: [gate] columns must be a table of tables, e.g. "
+                          f"[gate.columns.Amount] max_rmse = 0.5.")
+    defaults = _validated(table, dict(_GATE_KEYS, columns=None), "[gate]", source)
+    columns = {}
+    for name, limits in columns_doc.items():
+        if not isinstance(limits, dict):
+            raise ConfigError(f"{source}: [gate.columns.{name}] must be a table, e.g. "
+                              f"[gate.columns.{name}] max_rmse = 0.5.")
+        columns[name] = _validated(limits, _GATE_KEYS, f"[gate.columns.{name}]", source)
+    return FeatureGate(defaults, columns)
 
 
 def _check_method(v: Any, where: str) -> str:
@@ -170,7 +223,7 @@ _COLUMN_KEYS = {
 _DEFAULT_KEYS = dict(_COLUMN_KEYS, strings=_check_strings)
 _JOB_KEYS = {"passthrough": _check_names, "drop": _check_names}
 _FIT_KEYS = {"relative_error": _check_relative_error}
-_SECTIONS = ("job", "defaults", "columns", "fit")
+_SECTIONS = ("job", "defaults", "columns", "fit", "gate")
 
 _FROM_DEFAULTS = "the [defaults] value"
 REFERENCE: tuple[ConfigKey, ...] = (
@@ -265,7 +318,13 @@ def parse_feature_config(doc: Mapping, *, source: str = "<config>") -> FeatureCo
     rel = fit.get("relative_error")
     if rel is not None and not math.isfinite(rel):  # pragma: no cover - checked above
         raise ConfigError(f"{source}: [fit] relative_error must be finite.")
-    return FeatureConfig(passthrough, drop, defaults, columns, rel, source)
+    gate = parse_feature_gate(doc, source)
+    for name in gate.columns:
+        where = "passthrough" if name in passthrough else "drop" if name in drop else None
+        if where:
+            raise ConfigError(f"{source}: column '{name}' is in [job] {where} and also has a "
+                              f"[gate.columns.{name}] table; only encoded columns are gated.")
+    return FeatureConfig(passthrough, drop, defaults, columns, rel, source, gate)
 
 
 def read_toml(path: str | Path) -> dict:

@@ -30,11 +30,19 @@ fix, when the plan is resolved against the model.
     [eval]
     label = "label"
     features = ["f0", "f1"]   # or one array column name
+    [gate]                 # quality gate: any failed limit -> exit 3 (spark_compress.io.gate)
+    min_ratio = 4.0        # original float32 bytes / model file bytes at least this
+    max_accuracy_drop = 0.01           # classification: accuracy points lost (absolute)
+    max_auc_drop = 0.005               # binary: ROC AUC lost (absolute)
+    max_average_precision_drop = 0.01  # binary: average precision lost (absolute)
+    min_agreement = 0.99               # classification: rows with the original's label
+    max_rmse_increase = 0.1            # regression: RMSE added, in the label's units
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -55,6 +63,7 @@ from spark_compress.io.config import (
     read_toml,
     toml_table,
 )
+from spark_compress.io.gate import MODEL_GATE_KEYS
 
 
 def _any(v: Any, where: str) -> Any:
@@ -95,7 +104,7 @@ _LAYER_KEYS = {"prune": _any, "structured": _any, "quantize": _any, "kmeans_bits
 _PLAN_KEYS = dict(_LAYER_KEYS, global_prune=_bool, seed=_nonneg_int, bias_correction=_nonneg_int,
                   finetune_epochs=_nonneg_int, finetune_rows=_nonneg_int)
 _EVAL_KEYS = {"label": _label, "features": _features}
-_SECTIONS = ("plan", "layers", "eval")
+_SECTIONS = ("plan", "layers", "eval", "gate")
 
 # Keys of [plan] that [layers.X] may override: (key, type, doc, example, default).
 _LAYER_REFERENCE = (
@@ -161,6 +170,7 @@ class ModelJobConfig:
     finetune_epochs: int = 0
     finetune_rows: int = 50000
     source: str = "<config>"
+    gate: Mapping[str, float] = field(default_factory=dict)
 
 
 def parse_model_config(doc: Mapping, *, source: str = "<config>") -> ModelJobConfig:
@@ -200,7 +210,49 @@ def parse_model_config(doc: Mapping, *, source: str = "<config>") -> ModelJobCon
     return ModelJobConfig(plan=plan, bias_correction_rows=plan_doc.get("bias_correction", 0),
                           eval=EvalConfig(ev.get("label"), ev.get("features")), source=source,
                           finetune_epochs=plan_doc.get("finetune_epochs", 0),
-                          finetune_rows=plan_doc.get("finetune_rows", 50000))
+                          finetune_rows=plan_doc.get("finetune_rows", 50000),
+                          gate=parse_model_gate(doc, source))
+
+
+def _fraction(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 <= v <= 1.0):
+        raise ConfigError(f"{where}: must be a number in [0, 1]. Got {v!r}.")
+    return float(v)
+
+
+def _positive(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 < v < math.inf):
+        raise ConfigError(f"{where}: must be a finite number > 0. Got {v!r}.")
+    return float(v)
+
+
+def _nonneg(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 <= v < math.inf):
+        raise ConfigError(f"{where}: must be a finite number >= 0. Got {v!r}.")
+    return float(v)
+
+
+_GATE_CHECKS = {"min_ratio": _positive, "max_accuracy_drop": _fraction, "max_auc_drop": _fraction,
+                "max_average_precision_drop": _fraction, "min_agreement": _fraction,
+                "max_rmse_increase": _nonneg}
+
+
+def parse_model_gate(doc: Mapping, source: str = "<config>") -> dict[str, float]:
+    """The ``[gate]`` limits that are set (see the module docstring and
+    :data:`spark_compress.io.gate.MODEL_GATE_KEYS`); ``{}`` without a ``[gate]`` table."""
+    return _validated(_table(doc, "gate", source), _GATE_CHECKS, "[gate]", source)
+
+
+def check_gate_task(config: ModelJobConfig, task: str) -> None:
+    """Raise :class:`ConfigError` for a ``[gate]`` key that does not apply to a model of
+    ``task`` (``max_auc_drop`` on a regression model, say): it could never be checked."""
+    for key in config.gate:
+        tasks = MODEL_GATE_KEYS[key][0]
+        if task not in tasks:
+            raise ConfigError(f"{config.source}: [gate] {key} applies to {' or '.join(tasks)} "
+                              f"models; the model is a {task} model. Remove the key or use "
+                              + ", ".join(k for k, v in MODEL_GATE_KEYS.items() if task in v[0])
+                              + ".")
 
 
 def load_model_config(path: str | Path) -> ModelJobConfig:

@@ -1,15 +1,19 @@
-"""Compress a trained model (prune, quantize, share, factorize) and evaluate it against the
-original on held-out data, distributed.
+"""Compress a trained model and evaluate it against the original on held-out data, distributed.
+
+Compression prunes, quantizes, shares weights or factorizes, as the config's plan says.
 
     spark-submit jobs/compress_model.py --model PATH [--model-type mllib|sklearn-skops|weights] \
         --config conf/X.toml --eval-data PATH [--eval-format parquet|csv|orc|json] \
         [--train-data PATH] --output OUT [--overwrite]
 
 Writes ``OUT/model.safetensors`` (one safe, self-describing file; signed with HMAC-SHA256 when
-``SPARK_COMPRESS_HMAC_KEY`` is set), ``OUT/report.json`` and ``OUT/_SUCCESS``, atomically.
-Exit codes: 0 ok, 2 bad input or config, 1 failure. A rerun with the same model, data, config
-and arguments over a finished output is skipped (``"status": "skipped"``; see
-``spark_compress.spark.jobkit``).
+``SPARK_COMPRESS_HMAC_KEY`` is set), ``OUT/report.json`` and ``OUT/_SUCCESS``, atomically. The
+report holds exact metrics of both models (ROC AUC and average precision equal scikit-learn's on
+the same scores), ``metric_definitions``, ``warnings`` (e.g. a file larger than the model) and
+``gate``: the config's ``[gate]`` limits checked. Exit codes: 0 ok, 2 bad input or config,
+3 quality gate failed (the output is written with ``_GATE_FAILED`` instead of ``_SUCCESS``; see
+``spark_compress.io.gate``), 1 failure. A rerun with the same model, data, config and arguments
+over a finished output is skipped (``"status": "skipped"``; see ``spark_compress.spark.jobkit``).
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import sys
 
 from spark_compress.core import compress as C
 from spark_compress.core.finetune import prune_finetune_compress
-from spark_compress.errors import ConfigError, DataError
+from spark_compress.errors import ConfigError, DataError, QualityGateFailed
+from spark_compress.io import gate as G
 from spark_compress.io import model_file as MF
 from spark_compress.io import output as O
 from spark_compress.io.importers import detect_type, import_model
-from spark_compress.io.model_config import load_model_config
+from spark_compress.io.model_config import check_gate_task, load_model_config
 from spark_compress.spark import jobkit
 from spark_compress.spark.evaluate import check_columns, evaluate_models
 from spark_compress.spark.quality import input_quality, problems
@@ -41,6 +46,7 @@ def prepare(args):
         raise ConfigError(f"--model {args.model}: no such file or directory")
     model_type = args.model_type or detect_type(model_path)
     model = import_model(model_path, model_type)
+    check_gate_task(config, model.task)
     features = config.eval.features or (model.input_names or None)
     if features is None:
         raise ConfigError(f"{config.source}: [eval] features is required: the model does not "
@@ -120,13 +126,24 @@ def run(args, spark, run_id, ctx) -> dict:
                       eval_data=args.eval_data, output=args.output, rows_in=rows_in,
                       input_quality=quality,
                       input_fingerprint=args.input_fingerprint)
+        report["warnings"] = G.model_warnings(report)
+        report["gate"] = G.model_gate(config.gate, report)
+        for w in report["warnings"]:
+            jobkit.log.warning("%s: %s", JOB, w)
         out.write_json("report.json", report)
-        out.commit()
+        if report["gate"]["passed"]:
+            out.commit()
+        else:
+            G.commit_gate_failed(out, report["gate"])
     except BaseException:
         out.abort()
         raise
-    return {k: report[k] for k in ("original_bytes", "compressed_bytes", "compression_ratio")
-            } | {"output": args.output}
+    summary = {k: report[k] for k in ("original_bytes", "compressed_bytes", "compression_ratio")
+               } | {"output": args.output}
+    if not report["gate"]["passed"]:
+        raise QualityGateFailed(G.gate_message(JOB, report["gate"], args.output),
+                                summary | {"gate": report["gate"]})
+    return summary
 
 
 def _fingerprint_extra(args) -> dict:

@@ -4,9 +4,12 @@
         [--input-format parquet|csv|orc|json] [--input-option KEY=VALUE] [--overwrite]
 
 Writes ``OUT/data/`` (Parquet, integer codes), ``OUT/codebook.json``, ``OUT/report.json`` and
-``OUT/_SUCCESS``, atomically. Exit codes: 0 ok, 2 bad input or config, 1 failure. A rerun with
-the same input, config and arguments over a finished output is skipped (``"status":
-"skipped"``; see ``spark_compress.spark.jobkit``).
+``OUT/_SUCCESS``, atomically. The report holds ``warnings`` (output larger than the input, columns
+with many clipped rows) and ``gate``: the config's ``[gate]`` limits (``max_rmse``,
+``max_clipped_fraction``) checked per column. Exit codes: 0 ok, 2 bad input or config, 3 quality
+gate failed (the output is written with ``_GATE_FAILED`` instead of ``_SUCCESS``; see
+``spark_compress.io.gate``), 1 failure. A rerun with the same input, config and arguments over a
+finished output is skipped (``"status": "skipped"``; see ``spark_compress.spark.jobkit``).
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import sys
 
 from pyspark import StorageLevel
 
+from spark_compress.io import gate as G
 from spark_compress.io import output as O
 from spark_compress.io.codebook import write_codebook
 from spark_compress.io.config import load_feature_config
 from spark_compress.spark import features as FT
 from spark_compress.spark import jobkit
-from spark_compress.errors import DataError
+from spark_compress.errors import ConfigError, DataError, QualityGateFailed
 
 JOB = "quantize_features"
 
@@ -44,6 +48,7 @@ def run(args, spark, run_id, config) -> dict:
                 # Text formats are re-parsed on every pass (fit, quantiles, encode, evaluate).
                 df = df.persist(StorageLevel.MEMORY_AND_DISK)
             plan = FT.plan_features(df.schema, config)
+            _check_gate_columns(config, plan)
         with jobkit.phase("fit", columns=len(plan.encode)) as info:
             codebook, rows_in = FT.fit_codebook(df, plan, relative_error=config.relative_error)
             info["rows"] = rows_in
@@ -67,16 +72,40 @@ def run(args, spark, run_id, config) -> dict:
         report.update(job=JOB, run_id=run_id, input=args.input, input_format=args.input_format,
                       output=args.output, config=args.config, dropped=list(plan.drop),
                       input_fingerprint=args.input_fingerprint)
+        report["warnings"] = G.feature_warnings(report)
+        report["gate"] = G.feature_gate(config.gate.defaults, config.gate.columns, report)
+        for w in report["warnings"]:
+            jobkit.log.warning("%s: %s", JOB, w)
         out.write_json("report.json", report)
-        out.commit()
+        if report["gate"]["passed"]:
+            out.commit()
+        else:
+            G.commit_gate_failed(out, report["gate"])
     except BaseException:
         out.abort()
         raise
     finally:
         if df is not None:
             df.unpersist()
-    return {k: report[k] for k in ("rows_in", "rows_out", "bytes_in", "bytes_out",
-                                   "compression_ratio")} | {"output": args.output}
+    summary = {k: report[k] for k in ("rows_in", "rows_out", "bytes_in", "bytes_out",
+                                      "compression_ratio")} | {"output": args.output}
+    if not report["gate"]["passed"]:
+        raise QualityGateFailed(G.gate_message(JOB, report["gate"], args.output),
+                                summary | {"gate": report["gate"]})
+    return summary
+
+
+def _check_gate_columns(config, plan) -> None:
+    """A ``[gate.columns.X]`` must name an encoded column, and ``max_rmse`` a numeric one."""
+    methods = {p.name: p.method for p in plan.encode}
+    for name, limits in config.gate.columns.items():
+        if name not in methods:
+            raise ConfigError(f"{config.source}: [gate.columns.{name}] names a column that is "
+                              f"not encoded (encoded: {', '.join(methods) or 'none'})")
+        if methods[name] == "dictionary" and "max_rmse" in limits:
+            raise ConfigError(f"{config.source}: [gate.columns.{name}] max_rmse: column "
+                              f"'{name}' is dictionary-encoded and has no RMSE; gate it with "
+                              f"max_clipped_fraction or remove the key")
 
 
 FINGERPRINT = jobkit.Fingerprint(inputs=("input",), configs=("config",))

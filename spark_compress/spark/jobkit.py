@@ -1,7 +1,10 @@
 """What every ``spark-submit`` job shares: arguments, session, reading, exit codes, timing logs.
 
 Exit codes: 0 success; 2 bad input or config (a :class:`SparkCompressError`, an unreadable input
-path or file, a column Spark cannot resolve), with a one-line message on stderr; 1 anything else.
+path or file, a column Spark cannot resolve), with a one-line message on stderr; 3 quality gate
+failed (:class:`QualityGateFailed`: the output is written but marked ``_GATE_FAILED`` instead of
+``_SUCCESS``, see :mod:`spark_compress.io.gate`; the summary has ``"status": "gate_failed"``);
+1 anything else.
 The last line a successful run prints on stdout is one JSON summary. (Under ``spark-submit`` the
 Python driver's stderr is merged into spark-submit's stdout by Spark's PythonRunner, so there the
 messages and logs arrive on stdout too; the summary is still the last line.)
@@ -47,13 +50,14 @@ from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
 from spark_compress import __version__
-from spark_compress.errors import ConfigError, SparkCompressError
+from spark_compress.errors import ConfigError, QualityGateFailed, SparkCompressError
 from spark_compress.io import output as O
 from spark_compress.io.output import local_path
 
 log = logging.getLogger("spark_compress")
 
 INPUT_FORMATS = ("parquet", "csv", "orc", "json")
+EXIT_GATE_FAILED = 3
 # Spark error conditions that mean the input itself is bad (exit 2, not 1).
 BAD_INPUT_CONDITIONS = ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA", "UNRESOLVED_COLUMN",
                         "EMPTY_DATA_SOURCE", "FAILED_READ_FILE", "CANNOT_READ_FILE_FOOTER",
@@ -309,6 +313,12 @@ def run_job(job: str, parser: argparse.ArgumentParser,
     except SparkCompressError as e:
         print(f"{job}: error: {e}", file=sys.stderr)
         return 2
+    except QualityGateFailed as e:
+        # The output is written (marked, see spark_compress.io.gate); the summary says so.
+        print(str(e), file=sys.stderr)
+        print(json.dumps({"job": job, "status": "gate_failed", "exit_code": EXIT_GATE_FAILED,
+                          **e.summary}, sort_keys=True))
+        return EXIT_GATE_FAILED
     except (PySparkException, Py4JJavaError) as e:
         message = _bad_input_message(e)
         if message is not None:

@@ -9,9 +9,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from spark_compress.core import compress as C
+from spark_compress.core.metrics import DEFINITIONS
 from spark_compress.core.model import Model
 from spark_compress.errors import DataError
 from spark_compress.io.model_file import size_report
+from spark_compress.spark.evaluate import SCORE_DEFINITION
 from spark_compress.spark.features import col
 
 
@@ -88,7 +90,9 @@ def model_report(model: Model, cm: C.CompressedModel, data: bytes,
                  metrics: Mapping[str, Mapping]) -> dict:
     """``report.json`` of the compress job: sizes overall and per layer, sparsity, and the
     metrics of both models (``agreement``: top-1 agreement of the compressed model with the
-    original, or ``rmse_between`` for regression)."""
+    original, or ``rmse_between`` for regression), with ``metric_definitions`` saying how each
+    metric (and, for binary models, the ranked ``score``) is computed. The caller adds
+    ``warnings`` and ``gate`` (:mod:`spark_compress.io.gate`)."""
     sizes = size_report(data)
     sparsity = C.sparsity(cm)
     layers = []
@@ -102,9 +106,14 @@ def model_report(model: Model, cm: C.CompressedModel, data: bytes,
             "stored_bytes_before_entropy_coding": sum(comp.nbytes().values()),
         })
     original = float32_bytes(model)
+    keys = sorted({k for m in metrics.values() for k in m})
+    definitions = {k: DEFINITIONS[k] for k in keys if k in DEFINITIONS}
+    if model.task == "binary":
+        definitions["score"] = SCORE_DEFINITION
     return {
         "task": model.task, "original_bytes": original, "compressed_bytes": len(data),
         "compression_ratio": round(original / len(data), 4),
         "header_bytes": sizes["header"], "layers": layers,
         "metrics": {name: dict(m) for name, m in metrics.items()},
+        "metric_definitions": definitions,
     }

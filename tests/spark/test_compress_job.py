@@ -219,3 +219,94 @@ def test_compress_job_on_npz_weights_with_named_layer_overrides(spark, capsys, f
     assert [lay["sparsity"] for lay in report["layers"]] == pytest.approx([0.5, 0.0], abs=0.01)
     assert report["metrics"]["original"]["accuracy"] == pytest.approx(
         est.score(x_test, y_test), abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def breast_cancer_lr(tmp_path_factory):
+    """Issue #10's case: a logistic regression on the raw (unscaled) breast-cancer features,
+    weakly regularized, so many scores are far below 1e-4 (the old 10,000-bin histogram put them
+    all in one bin and reported ROC AUC 0.940 for the int8 model where scikit-learn gives
+    0.982)."""
+    import warnings
+
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    import skops.io
+
+    d = load_breast_cancer()
+    x = d.data.astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(x, d.target, test_size=0.3,
+                                                        random_state=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lbfgs may stop at max_iter on unscaled features
+        est = LogisticRegression(C=100.0, max_iter=5000).fit(x_train, y_train)
+    root = tmp_path_factory.mktemp("lr")
+    skops.io.dump(est, root / "lr.skops")
+    names = [f"f{j}" for j in range(30)]
+    pdf = pd.DataFrame(x_test, columns=names)
+    pdf["label"] = y_test.astype(np.int32)
+    pdf.to_parquet(root / "eval.parquet", index=False)  # one file: one partition, rows in order
+    feats = ", ".join(f'"{n}"' for n in names)
+    (root / "int8.toml").write_text(f'[plan]\nquantize = "int8"\n'
+                                    f'[eval]\nlabel = "label"\nfeatures = [{feats}]\n')
+    return root, x_test, y_test
+
+
+def test_breast_cancer_int8_lr_metrics_equal_sklearn(spark, capsys, breast_cancer_lr):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from spark_compress.core import compress as C
+    from spark_compress.core.model import forward
+    from spark_compress.io.importers import import_model
+    from spark_compress.io.model_file import load_model
+
+    root, x_test, y_test = breast_cancer_lr
+    out = root / "out"
+    rc, cap = _main(capsys, ["--model", root / "lr.skops", "--config", root / "int8.toml",
+                             "--eval-data", root / "eval.parquet", "--output", out])
+    assert rc == 0, cap.err
+    report = json.loads((out / "report.json").read_text())
+    cm, _ = load_model(out / "model.safetensors")
+    # The scores a user gets from each model, computed in the batches Spark fed forward() (one
+    # partition, Arrow batches of maxRecordsPerBatch rows), so they are the same float32 values.
+    step = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch"))
+    models = {"original": import_model(root / "lr.skops", "sklearn-skops"),
+              "compressed": C.decompress(cm)}
+    for name, model in models.items():
+        scores = forward(model, x_test, batch_size=step)[:, 0].astype(np.float64)
+        got = report["metrics"][name]
+        assert got["roc_auc"] == pytest.approx(roc_auc_score(y_test, scores), abs=1e-9, rel=0)
+        assert got["average_precision"] == pytest.approx(
+            average_precision_score(y_test, scores), abs=1e-9, rel=0)
+        assert (scores < 1e-4).sum() >= 5  # the regime the histogram got wrong
+    assert report["metrics"]["compressed"]["roc_auc"] == pytest.approx(0.9817, abs=0.01)
+    assert "exact" in report["metric_definitions"]["roc_auc"]
+    assert "sklearn.metrics.average_precision_score" in \
+        report["metric_definitions"]["average_precision"]
+    assert report["metric_definitions"]["score"].startswith("float32 probability of class 1")
+    # 31 float32 parameters (124 B) make a file several times larger: warned, not gated.
+    assert report["original_bytes"] == 124
+    size = report["compressed_bytes"]
+    assert report["warnings"][0] == (
+        f"model.safetensors ({size:,} B) is {size / 124:.1f}x larger than the original model's "
+        f"float32 parameters (124 B): the file's header and per-tensor metadata outweigh what the "
+        f"plan saves on a model this small")
+    assert report["gate"] == {"passed": True, "checks": []}
+    assert (out / "_SUCCESS").exists()
+
+
+@pytest.mark.parametrize("job", ["compress_model", "quantize_features", "dequantize_features",
+                                 "score"])
+def test_help_of_every_job_ends_its_sentences(capsys, job):
+    import importlib
+
+    mod = importlib.import_module(f"spark_compress.jobs.{job}")
+    parser = mod.build_parser()
+    assert parser.description.endswith("."), parser.description
+    assert parser.description == mod.__doc__.split("\n\n")[0].replace("\n", " ")
+    with pytest.raises(SystemExit) as done:
+        parser.parse_args(["--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert parser.description in text

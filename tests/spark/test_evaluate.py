@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 
-from spark_compress.core.metrics import finalize, partial_stats
+from spark_compress.core.metrics import class1_scores, finalize, partial_stats, ranking_metrics
 from spark_compress.core.model import forward, linear
 from spark_compress.errors import DataError, SchemaError
 from spark_compress.spark.evaluate import evaluate_models
@@ -30,7 +31,9 @@ def grid(a, step: float) -> np.ndarray:
 
 
 def make_rows(labels: np.ndarray, x: np.ndarray, label_type=np.int64) -> pd.DataFrame:
-    pdf = pd.DataFrame(x, columns=FEATURES)
+    # A copy: a DataFrame over a float array can share its memory, and a test that edits its
+    # rows (a null feature) must not change the module fixture's features.
+    pdf = pd.DataFrame(np.array(x, copy=True), columns=FEATURES)
     pdf["y"] = labels.astype(label_type)
     return pdf
 
@@ -38,7 +41,10 @@ def make_rows(labels: np.ndarray, x: np.ndarray, label_type=np.int64) -> pd.Data
 def local_metrics(task, models, x, y):
     outs = {n: forward(m, x) for n, m in models.items()}
     first = next(iter(outs.values()))
-    return {n: finalize(task, partial_stats(task, y, o, first)) for n, o in outs.items()}
+    return {n: finalize(task, partial_stats(task, y, o, first),
+                        ranking=ranking_metrics(y, class1_scores(o)) if task == "binary"
+                        else None)
+            for n, o in outs.items()}
 
 
 def assert_metrics_equal(got, expected):
@@ -46,8 +52,8 @@ def assert_metrics_equal(got, expected):
     for name in expected:
         assert set(got[name]) == set(expected[name]), name
         for key, value in expected[name].items():
-            if value is None:
-                assert got[name][key] is None, (name, key)
+            if value is None or isinstance(value, dict):
+                assert got[name][key] == value, (name, key)
             else:
                 assert got[name][key] == pytest.approx(value, abs=1e-9, rel=0), (name, key)
 
@@ -152,3 +158,59 @@ def test_bad_label_raises_data_error(spark, binary_case):
     df = spark.createDataFrame(make_rows(np.full(N, 3), x))
     with pytest.raises(DataError, match="integers in 0..1; got 3.0"):
         evaluate_models(df, models, features=FEATURES, label="y")
+
+
+def sklearn_ranking(y, scores):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    return float(roc_auc_score(y, scores)), float(average_precision_score(y, scores))
+
+
+@pytest.fixture()
+def many_sorted_partitions(spark):
+    """Five shuffle partitions, none coalesced: the sorted score counts span several partitions,
+    so the prefix totals across partitions are exercised."""
+    keys = ("spark.sql.shuffle.partitions", "spark.sql.adaptive.enabled")
+    saved = {k: spark.conf.get(k) for k in keys}
+    spark.conf.set("spark.sql.shuffle.partitions", "5")
+    spark.conf.set("spark.sql.adaptive.enabled", "false")
+    yield
+    for k, v in saved.items():
+        spark.conf.set(k, v)
+
+
+def test_ranking_equals_sklearn_with_ties_and_saturated_scores(spark, many_sorted_partitions):
+    # Features on a 5-value grid (many tied rows) and weights so large that float32 sigmoids
+    # saturate at exactly 0 and 1 for some rows and reach subnormal scores for others.
+    rng = np.random.default_rng(SEED + 5)
+    n = 400
+    x = rng.integers(-2, 3, size=(n, D)).astype(np.float64)
+    y = (x @ np.array([1.0, -1.0, 0.5, 0.25]) + rng.normal(scale=1.5, size=n) > 0).astype(int)
+    models = {"steep": linear(np.array([40.0, -40.0, 20.0, 10.0]), 0.0, "binary"),
+              "mild": linear(np.array([0.5, -0.5, 0.25, 0.125]), 0.0, "binary")}
+    df = spark.createDataFrame(make_rows(y, x)).repartition(3)
+    got = evaluate_models(df, models, features=FEATURES, label="y", batch_size=16)
+    steep = forward(models["steep"], x)[:, 0].astype(np.float64)
+    assert (steep == 0.0).any() and (steep == 1.0).any() and ((steep > 0) & (steep < 1e-30)).any()
+    assert len(np.unique(steep)) < n  # ties
+    for name, m in models.items():
+        roc, ap = sklearn_ranking(y, forward(m, x)[:, 0].astype(np.float64))
+        assert got[name]["roc_auc"] == pytest.approx(roc, abs=1e-9, rel=0), name
+        assert got[name]["average_precision"] == pytest.approx(ap, abs=1e-9, rel=0), name
+    # The setting really spreads the sorted counts over several partitions.
+    counts = spark.createDataFrame([(0, float(v)) for v in np.unique(steep)], "model int, s double")
+    assert counts.orderBy("model", F.desc("s")).rdd.getNumPartitions() > 1
+
+
+def test_ranking_one_class_absent_is_null_with_reason(spark, binary_case):
+    x, _, models = binary_case
+    df = spark.createDataFrame(make_rows(np.zeros(N, dtype=int), x)).repartition(3)
+    got = evaluate_models(df, models, features=FEATURES, label="y")
+    assert got["base"]["roc_auc"] is None and got["base"]["average_precision"] is None
+    assert got["base"]["undefined"] == {
+        "roc_auc": "ROC AUC needs both classes; only class 0 in the labels",
+        "average_precision": "average precision needs a positive label; there is none"}
+    ones = spark.createDataFrame(make_rows(np.ones(N, dtype=int), x)).repartition(2)
+    got = evaluate_models(ones, models, features=FEATURES, label="y")
+    assert got["perturbed"]["average_precision"] == 1.0
+    assert got["perturbed"]["roc_auc"] is None

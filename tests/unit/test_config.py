@@ -132,7 +132,7 @@ def test_load_example_from_file(tmp_path):
 
 def test_unknown_section():
     _raises("[jobs]\npassthrough = []\n",
-            r"unknown section or key 'jobs'; allowed: job, defaults, columns, fit\.")
+            r"unknown section or key 'jobs'; allowed: job, defaults, columns, fit, gate\.")
 
 
 def test_unknown_top_level_key():
