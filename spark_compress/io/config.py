@@ -265,6 +265,17 @@ REFERENCE: tuple[ConfigKey, ...] = (
               default_note="chosen from the columns: max(1e-5, min(1e-3, 0.25 / 2**bits of "
                            "each quantile column, clip / 4 of each percentile column))",
               attribute="relative_error"),
+    ConfigKey("gate", "max_rmse", "float >= 0 (the column's units)",
+              "Quality gate: exit 3 when an encoded column's reconstruction RMSE is above this "
+              "(every encoded column except dictionary ones, unless [gate.columns.NAME] "
+              "overrides it).", 0.5, default_note="no limit"),
+    ConfigKey("gate", "max_clipped_fraction", "float in [0, 1]",
+              "Quality gate: exit 3 when a column clips more than this fraction of the rows.",
+              0.01, default_note="no limit"),
+    ConfigKey("gate", "columns", "table of tables: [gate.columns.NAME] max_rmse / "
+              "max_clipped_fraction",
+              "One column's own limits, over the [gate] ones (only encoded columns).", {},
+              default_note="none"),
 )
 
 

@@ -153,6 +153,25 @@ REFERENCE: tuple[ConfigKey, ...] = (
     ConfigKey("eval", "features", "list of column names, or one array column name",
               "The model's input columns, in order.", ["f0", "f1"], default=None,
               default_note="the input names the model records", attribute="eval.features"),
+    ConfigKey("gate", "min_ratio", "float > 0",
+              "Quality gate: exit 3 when original float32 bytes / file bytes is below this "
+              "(1.0: the file must not be larger than the model).", 1.0,
+              default_note="no limit"),
+    ConfigKey("gate", "max_accuracy_drop", "float >= 0",
+              "Classification: exit 3 when accuracy drops by more than this (0.01 = one point).",
+              0.01, default_note="no limit"),
+    ConfigKey("gate", "max_auc_drop", "float >= 0",
+              "Binary: exit 3 when ROC AUC drops by more than this.", 0.005,
+              default_note="no limit"),
+    ConfigKey("gate", "max_average_precision_drop", "float >= 0",
+              "Binary: exit 3 when average precision drops by more than this.", 0.01,
+              default_note="no limit"),
+    ConfigKey("gate", "min_agreement", "float in [0, 1]",
+              "Classification: exit 3 when fewer than this share of rows get the original "
+              "model's label.", 0.99, default_note="no limit"),
+    ConfigKey("gate", "max_rmse_increase", "float >= 0 (the label's units)",
+              "Regression: exit 3 when RMSE grows by more than this.", 0.1,
+              default_note="no limit"),
 )
 
 
