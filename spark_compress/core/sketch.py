@@ -23,7 +23,7 @@ enters each level once, so level ``h`` is compacted at most ``N / (cap(h) 2**h)`
 top level exists only after ``N >= k 2**(H-2)`` rows: the squared error terms sum to at most
 ``6 N**2 / k**2``. By Azuma-Hoeffding a fixed value's rank is off by ``t`` with probability at
 most ``2 exp(-t**2 k**2 / (12 N**2))``; :func:`k_for` picks ``k`` so that, with probability at
-least ``1 - FAILURE_PROBABILITY``, every one of up to ``2**17`` queried quantiles is within
+least ``1 - FAILURE_PROBABILITY``, every one of up to ``2**18`` queried quantiles is within
 ``0.9 relative_error`` of its rank (two fixed values per query), plus at most
 ``2 N / k < 0.1 relative_error`` for the weight of one retained value.
 
@@ -46,7 +46,7 @@ import numpy as np
 EXACT_POINTS = 1 << 18
 MIN_CAPACITY = 8
 FAILURE_PROBABILITY = 1e-9
-MAX_QUERIES = 1 << 17
+MAX_QUERIES = 1 << 18  # a 16-bit quantile fit asks for 2 * 2**16 + 1
 _DECAY = 2.0 / 3.0
 _MASK = (1 << 64) - 1
 # k * relative_error: sqrt(12 ln(2 * 2 * MAX_QUERIES / FAILURE_PROBABILITY)) / 0.9 (module doc).

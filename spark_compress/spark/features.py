@@ -293,8 +293,8 @@ def _fit_quantiles(df: DataFrame, plans: Sequence[ColumnPlan], relative_error: f
 
     * memory: a task holds at most ``sketch.memory_bound(k)`` float64 values per column
       (``k = sketch.k_for(relative_error)``; at the 16-bit default ``relative_error`` of 1e-5
-      about 7.0M values, 56 MB; at 8 bits about 0.33M) plus one Arrow batch, however many rows
-      it reads; the merging task holds two sketches per column plus one input batch;
+      7.05M values, 56 MB; at the 8-bit default 0.33M, 2.7 MB) plus one Arrow batch, however
+      many rows it reads; the merging task holds two sketches per column plus one input batch;
     * rank error: every quantile within ``relative_error`` of its rank, with probability at
       least 1 - 1e-9 (the exact statement is the sketch's);
     * exact: a column with at most ``max(SKETCH_EXACT_POINTS, k)`` finite values (262,144 at 8

@@ -74,10 +74,10 @@ def test_compaction_keeps_every_second_value_with_twice_the_weight():
 
 
 def test_k_for_the_documented_constant():
-    # sqrt(12 ln(4 * 2**17 / 1e-9)) / 0.9 = 22.39...
-    assert sketch.k_for(1e-3) == math.ceil(math.sqrt(12 * math.log(4 * 2 ** 17 / 1e-9)) / 0.9
+    # sqrt(12 ln(4 * 2**18 / 1e-9)) / 0.9 = 22.64...
+    assert sketch.k_for(1e-3) == math.ceil(math.sqrt(12 * math.log(4 * 2 ** 18 / 1e-9)) / 0.9
                                            / 1e-3)
-    assert 22_300 < sketch.k_for(1e-3) < 22_500
+    assert 22_600 < sketch.k_for(1e-3) < 22_700
     assert sketch.memory_bound(1000) == sketch.EXACT_POINTS + 3000 + 64 * 9
     with pytest.raises(ValueError, match="relative_error must be in"):
         sketch.k_for(0.0)
