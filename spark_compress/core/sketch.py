@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-EXACT_POINTS = 1 << 18
+EXACT_POINTS = 1 << 16
 MIN_CAPACITY = 8
 FAILURE_PROBABILITY = 1e-9
 MAX_QUERIES = 1 << 18  # a 16-bit quantile fit asks for 2 * 2**16 + 1

@@ -293,11 +293,11 @@ def _fit_quantiles(df: DataFrame, plans: Sequence[ColumnPlan], relative_error: f
 
     * memory: a task holds at most ``sketch.memory_bound(k)`` float64 values per column
       (``k = sketch.k_for(relative_error)``; at the 16-bit default ``relative_error`` of 1e-5
-      7.05M values, 56 MB; at the 8-bit default 0.33M, 2.7 MB) plus one Arrow batch, however
+      6.86M values, 55 MB; at the 8-bit default 0.14M, 1.1 MB) plus one Arrow batch, however
       many rows it reads; the merging task holds two sketches per column plus one input batch;
     * rank error: every quantile within ``relative_error`` of its rank, with probability at
       least 1 - 1e-9 (the exact statement is the sketch's);
-    * exact: a column with at most ``max(SKETCH_EXACT_POINTS, k)`` finite values (262,144 at 8
+    * exact: a column with at most ``max(SKETCH_EXACT_POINTS, k)`` finite values (65,536 at 8
       bits) gets its exact quantiles, whatever the partitioning, so the codebook is
       byte-identical across partitionings; above that it is byte-identical for the same input
       and partitioning (the coins are seeded by column and partition index) and within
