@@ -274,7 +274,10 @@ def _one_row(schema: T.StructType, values: dict) -> pa.RecordBatch:
         if isinstance(f.dataType, T.ArrayType):
             kind = pa.float64() if isinstance(f.dataType.elementType, T.DoubleType) \
                 else pa.int64()
-            arrays.append(pa.array([np.asarray(v)], pa.list_(kind)))
+            # from_arrays wraps the numpy buffer; pa.array([ndarray]) converts value by value
+            # (measured: 1.7 s against 2 ms for eight 53k-value sketches).
+            v = pa.array(np.asarray(v), kind)
+            arrays.append(pa.ListArray.from_arrays(pa.array([0, len(v)], pa.int32()), v))
         else:
             kind = {T.IntegerType: pa.int32(), T.LongType: pa.int64(),
                     T.DoubleType: pa.float64(), T.BooleanType: pa.bool_()}[type(f.dataType)]
