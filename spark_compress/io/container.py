@@ -26,6 +26,18 @@ without ``signature`` (which includes ``payload_sha256``, so it binds the tensor
 The reader validates the whole header itself before the safetensors library sees the bytes, then
 the checksum, then the signature, then decompresses with a size cap. Pickle is never used and
 object dtypes are refused. Every problem raises :class:`~spark_compress.errors.FormatError`.
+
+Bounds, all checked on the declared sizes before any tensor is copied or decompressed, so what a
+file can make the reader allocate is tied to the file's own size or to a documented cap:
+
+* a raw tensor's byte count must equal shape x dtype and lie inside the file;
+* a zstd tensor's recorded shape x dtype (its decompressed size) may not exceed
+  :data:`ZSTD_MAX_RATIO` times its frame's length: the zstd format cannot expand further (a block
+  decompresses to at most 128 KiB and takes at least 4 bytes: a 3-byte header and one RLE byte);
+* every tensor holds at most :data:`MAX_ELEMENTS` elements (recorded shape), and all zstd tensors
+  together decompress to at most ``max_decompressed_bytes`` (default
+  :data:`MAX_DECOMPRESSED_BYTES`);
+* decompression is streamed in 1 MiB reads and stops one chunk past the recorded size.
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ import io
 import json
 import math
 import struct
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -47,7 +59,12 @@ FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 METADATA_KEY = "spark_compress"
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-MAX_DECOMPRESSED_BYTES = 4 * 1024 * 1024 * 1024
+# All zstd tensors of one file decompress to at most this many bytes (1 GiB).
+MAX_DECOMPRESSED_BYTES = 1 << 30
+# Elements of one tensor (raw shape or recorded zstd shape): 2^28, a 1 GiB float32 tensor.
+MAX_ELEMENTS = 1 << 28
+# The zstd format's largest expansion: 128 KiB out of a 4-byte block (3-byte header + RLE byte).
+ZSTD_MAX_RATIO = (128 * 1024) // 4
 
 # safetensors dtype code -> little-endian numpy dtype. BF16/F8 have no numpy dtype: refused.
 DTYPES: dict[str, np.dtype] = {
@@ -193,6 +210,13 @@ def _check_shape(where: str, shape: Any) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def _check_elements(where: str, shape: tuple[int, ...]) -> None:
+    n = math.prod(shape)
+    if n > MAX_ELEMENTS:
+        raise FormatError(f"{where}: shape {list(shape)} holds {n} elements, more than the cap "
+                          f"MAX_ELEMENTS={MAX_ELEMENTS} of one tensor (corrupt or crafted file)")
+
+
 def _parse_header(data: bytes, max_header_bytes: int) -> tuple[dict, dict, int]:
     """(tensor entries, metadata, payload start), everything checked; no tensor is built."""
     if len(data) < 8:
@@ -252,6 +276,7 @@ def _parse_header(data: bytes, max_header_bytes: int) -> tuple[dict, dict, int]:
         if end > buffer_len:
             raise FormatError(f"{where}: data_offsets {offsets} point past the end of the "
                               f"{buffer_len}-byte data buffer")
+        _check_elements(where, shape)
         expected = math.prod(shape) * dtype.itemsize
         if end - begin != expected:
             raise FormatError(f"{where}: byte count {end - begin} != shape {list(shape)} x "
@@ -297,7 +322,12 @@ def _check_tensor_info(meta: dict, entries: dict, max_decompressed_bytes: int) -
         stored_dtype, stored_shape = entries[name][:2]
         if stored_dtype != DTYPES["U8"] or len(stored_shape) != 1:
             raise FormatError(f"{where}: a zstd tensor must be stored as 1-d U8")
+        _check_elements(f"{where} (recorded)", shape)
         size = math.prod(shape) * dtype.itemsize
+        if size > ZSTD_MAX_RATIO * stored_shape[0]:
+            raise FormatError(f"{where}: recorded shape {list(shape)} x {item['dtype']} is "
+                              f"{size} bytes, more than a {stored_shape[0]}-byte zstd frame can "
+                              f"hold (at most {ZSTD_MAX_RATIO}x; decompression bomb refused)")
         total += size
         if total > max_decompressed_bytes:
             raise FormatError(f"{where}: decompressed size would exceed max_decompressed_bytes="
@@ -340,14 +370,20 @@ def _decompress(name: str, blob: bytes, size: int) -> bytes:
 def read_container(data: bytes, *, hmac_key: bytes | None = None,
                    require_signature: bool = False, max_header_bytes: int = MAX_HEADER_BYTES,
                    max_decompressed_bytes: int = MAX_DECOMPRESSED_BYTES,
+                   check: Callable[[Any, dict[str, tuple[str, tuple[int, ...]]]], None]
+                   | None = None,
                    ) -> tuple[dict[str, np.ndarray], dict]:
     """The tensors (writable copies, original dtype and shape) and the spec in ``data``.
 
-    Order of checks: header structure and offsets, metadata format/version, ``payload_sha256``,
-    signature, then decompression capped at the recorded size. With ``hmac_key`` the file must
-    be signed with that key; without it a signature is not checked, and an unsigned file is
-    refused only if ``require_signature``. ``require_signature`` without ``hmac_key`` is a
-    ``ConfigError``; every problem with the bytes is a ``FormatError``.
+    Order of checks: header structure, offsets and size bounds (module docstring), metadata
+    format/version, ``payload_sha256``, signature, then ``check``, then decompression capped at
+    the recorded size. ``check(spec, declared)``, if given, sees the spec and every tensor's
+    declared ``(dtype code, shape)`` (the recorded original for a zstd tensor) before any tensor
+    is copied or decompressed, so a caller can refuse shapes its own format does not allow
+    before they cost memory; it raises to refuse. With ``hmac_key`` the file must be signed with
+    that key; without it a signature is not checked, and an unsigned file is refused only if
+    ``require_signature``. ``require_signature`` without ``hmac_key`` is a ``ConfigError``; every
+    problem with the bytes is a ``FormatError``.
     """
     if require_signature and hmac_key is None:
         raise ConfigError("require_signature=True needs hmac_key to verify the signature")
@@ -376,6 +412,11 @@ def read_container(data: bytes, *, hmac_key: bytes | None = None,
                                                        _sign(meta, bytes(hmac_key)).encode()):
         raise FormatError("signature mismatch: metadata or tensors were tampered with, or the "
                           "hmac_key is wrong")
+    if check is not None:
+        declared = {name: (_CODES[dtype], shape) if info[name] is None
+                    else (_CODES[info[name][0]], info[name][1])
+                    for name, (dtype, shape, _, _) in entries.items()}
+        check(meta["spec"], declared)
 
     tensors: dict[str, np.ndarray] = {}
     for name in sorted(entries):

@@ -34,6 +34,21 @@ pruned to 10 % (20 070 kept, gaps <= 89) zstd made 22 729 bytes of the int32 fla
 
 Writing is deterministic: the same model, plan and source give identical bytes. Any change to
 the bytes written for the same input is a format change and needs a version bump.
+
+Reading is bounded before anything is allocated. The container bounds every stored tensor by the
+file's size (:mod:`spark_compress.io.container`); the spec is then checked, before any tensor is
+copied or decompressed, against caps on what loading *materialises*: a pruned or low-rank layer
+is stored in a few bytes but becomes a dense ``in x out`` float32 matrix, so the declared shapes
+alone would let a small file ask for gigabytes. The caps:
+
+* every layer dimension (``in``, ``out``, a factor's rank), ``n_features`` and an embedding's
+  ``dim`` is at most :data:`MAX_LAYER_WIDTH`;
+* a sparse tensor's ``count`` is at most its dense size ``rows x cols``;
+* the model materialises (dense weights, low-rank factors, biases, embedding tables) at most
+  ``FREE_ELEMENTS + MAX_EXPANSION * len(file)`` float32 values and never more than
+  :data:`MAX_MODEL_ELEMENTS` (1 GiB). Files this writer makes from real models stay far below
+  the expansion rule (a rank-1 4096x4096 int4 layer: about 400 values per byte); a caller who
+  trusts a file can pass ``max_elements`` to replace the rule with its own cap.
 """
 
 from __future__ import annotations
@@ -62,7 +77,7 @@ from spark_compress.core.compress import (
 )
 from spark_compress.core.model import ACTIVATIONS, COMBINERS, TASKS, validate
 from spark_compress.errors import ConfigError, DataError, FormatError
-from spark_compress.io.container import read_container, write_container
+from spark_compress.io.container import DTYPES, read_container, write_container
 
 MODEL_FILE_VERSION = 2
 # Version 1 had no layer "name" and no plan "energy"; it is read as version 2 with name "" and
@@ -79,6 +94,12 @@ _KINDS = {  # kind -> (bits, dtype of the stored data)
 _INDEX_DTYPES = {
     "delta-u8": np.dtype("u1"), "delta-u16": np.dtype("<u2"), "delta-i32": np.dtype("<i4"),
 }
+# Caps on what a file may declare (module docstring).
+MAX_LAYER_WIDTH = 1 << 20
+MAX_MODEL_ELEMENTS = 1 << 28
+FREE_ELEMENTS = 1 << 22
+MAX_EXPANSION = 4096
+
 _F32 = np.dtype("<f4")
 _I8 = np.dtype("i1")
 _I32 = np.dtype("<i4")
@@ -238,10 +259,14 @@ def _check_keys(obj: Any, keys: frozenset, where: str) -> None:
         _fail(f"{where} must be an object with exactly the keys {sorted(keys)}; got {got}")
 
 
-def _check_dims(value: Any, n: int, where: str, *, minimum: int = 1) -> tuple[int, ...]:
+def _check_dims(value: Any, n: int, where: str, *, minimum: int = 1,
+                maximum: int = MAX_LAYER_WIDTH) -> tuple[int, ...]:
     if not isinstance(value, list) or len(value) != n or \
             not all(_is_int(v) and v >= minimum for v in value):
         _fail(f"{where} must be a list of {n} ints >= {minimum}; got {value!r}")
+    if any(v > maximum for v in value):
+        _fail(f"{where} {value} has a dimension above the cap {maximum} "
+              f"(MAX_LAYER_WIDTH; corrupt or crafted file)")
     return tuple(value)
 
 
@@ -298,8 +323,9 @@ def _check_spec(spec: Any) -> None:
     if spec["task"] not in TASKS:
         _fail(f"task must be one of {TASKS}; got {spec['task']!r}")
     nf = spec["n_features"]
-    if not _is_int(nf) or nf < 0:
-        _fail(f"n_features must be an int >= 0; got {nf!r}")
+    if not _is_int(nf) or not 0 <= nf <= MAX_LAYER_WIDTH:
+        _fail(f"n_features must be an int in [0, {MAX_LAYER_WIDTH}] (MAX_LAYER_WIDTH); "
+              f"got {nf!r}")
     names = spec["input_names"]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         _fail(f"input_names must be a list of strings; got {names!r}")
@@ -341,7 +367,9 @@ def _check_spec(spec: Any) -> None:
             _fail(f"{where}.input must be a non-empty string; got {e['input']!r}")
         if e["combiner"] not in COMBINERS:
             _fail(f"{where}.combiner must be one of {COMBINERS}; got {e['combiner']!r}")
-        _check_dims([e["num_ids"], e["dim"]], 2, f"{where} num_ids/dim")
+        _check_dims([e["num_ids"], e["dim"]], 2, f"{where} num_ids/dim",
+                    maximum=MAX_MODEL_ELEMENTS)
+        _check_dims([e["dim"]], 1, f"{where}.dim")
         if e["storage"] not in ("float32", "int8"):
             _fail(f"{where}.storage must be 'float32' or 'int8'; got {e['storage']!r}")
     if spec["plan"] is not None:
@@ -393,6 +421,55 @@ def _expected(spec: dict) -> dict[str, tuple[str, np.dtype, tuple[int, ...]]]:
         if e["storage"] == "int8":
             add(f"{p}.scales", owner, _F32, (e["num_ids"],))
     return out
+
+
+def _materialised(spec: dict) -> list[tuple[str, int]]:
+    """(owner, float32 values) that loading the (checked) ``spec`` builds, per layer/embedding:
+    the dense weight (``a @ b`` for low rank), the factors, the bias; each table."""
+    out = []
+    for i, layer in enumerate(spec["layers"]):
+        n_in, n_out = layer["shape"]
+        n = n_in * n_out + n_out
+        if "w" not in layer["tensors"]:
+            n += sum(t["shape"][0] * t["shape"][1] for t in layer["tensors"].values())
+        out.append((f"layers[{i}] ({n_in}x{n_out})", n))
+    for e in spec["embeddings"]:
+        out.append((f"embeddings[{e['input']!r}] ({e['num_ids']}x{e['dim']})",
+                    e["num_ids"] * e["dim"]))
+    return out
+
+
+def _check_size(spec: dict, file_bytes: int, max_elements: int | None) -> None:
+    """Refuse a (checked) spec that would materialise more float32 values than allowed."""
+    parts = _materialised(spec)
+    total = sum(n for _, n in parts)
+    if max_elements is None:
+        allowed = min(MAX_MODEL_ELEMENTS, FREE_ELEMENTS + MAX_EXPANSION * file_bytes)
+        rule = (f"{FREE_ELEMENTS} + {MAX_EXPANSION} per byte of this {file_bytes}-byte file, "
+                f"at most MAX_MODEL_ELEMENTS={MAX_MODEL_ELEMENTS}")
+    else:
+        allowed, rule = max_elements, f"max_elements={max_elements}"
+    if total > allowed:
+        owner, n = max(parts, key=lambda p: p[1])
+        _fail(f"loading would materialise {total} float32 values, more than the {allowed} "
+              f"allowed ({rule}); the largest is {owner} with {n} (corrupt or crafted file; "
+              "if you trust it, load it with a larger max_elements)")
+
+
+def _check_declared(spec: dict, declared: Mapping[str, tuple[str, tuple[int, ...]]]) -> None:
+    """Refuse tensors whose names, dtypes or shapes disagree with the (checked) spec."""
+    expected = _expected(spec)
+    missing = sorted(set(expected) - set(declared))
+    extra = sorted(set(declared) - set(expected))
+    if missing or extra:
+        raise FormatError(f"the file's tensors do not match its spec: missing {missing}, "
+                          f"unexpected {extra}")
+    for name, (owner, dtype, shape) in expected.items():
+        code, got_shape = declared[name]
+        got_dtype = DTYPES[code]
+        if got_dtype != dtype or tuple(got_shape) != shape:
+            raise FormatError(f"{owner}: tensor {name!r} is {got_dtype} of shape "
+                              f"{tuple(got_shape)}; the spec needs {dtype} of shape {shape}")
 
 
 # --------------------------------------------------------------------------- write
@@ -481,30 +558,32 @@ def _stored(tensors: dict, p: str, t: dict) -> StoredTensor:
 
 
 def model_from_bytes(data: bytes, *, hmac_key: bytes | None = None,
-                     require_signature: bool = False) -> tuple[CompressedModel, dict]:
+                     require_signature: bool = False, max_elements: int | None = None,
+                     ) -> tuple[CompressedModel, dict]:
     """The :class:`CompressedModel` in ``data`` and its spec (with ``plan`` and ``source``).
 
-    The container is validated first (structure, checksum, signature: see
-    :func:`~spark_compress.io.container.read_container`), then every spec field, then each
-    tensor's dtype and shape against the spec, then the values (indices, codes, finite floats,
-    shapes that chain) by running :func:`validate` on the decompressed model. Every problem is a
+    The container is validated first (structure, size bounds, checksum, signature: see
+    :func:`~spark_compress.io.container.read_container`); then, before any tensor is copied or
+    decompressed, every spec field, the caps of the module docstring (``max_elements``, if
+    given, replaces the default rule on materialised values) and each tensor's declared dtype
+    and shape against the spec; then the values (indices, codes, finite floats, shapes that
+    chain) by running :func:`validate` on the decompressed model. Every problem is a
     :class:`FormatError` naming the field, tensor or layer.
     """
-    tensors, spec = read_container(data, hmac_key=hmac_key,
-                                   require_signature=require_signature)
-    spec = _upgrade(spec)
-    _check_spec(spec)
-    expected = _expected(spec)
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise FormatError(f"the file's tensors do not match its spec: missing {missing}, "
-                          f"unexpected {extra}")
-    for name, (owner, dtype, shape) in expected.items():
-        arr = tensors[name]
-        if arr.dtype != dtype or arr.shape != shape:
-            raise FormatError(f"{owner}: tensor {name!r} is {arr.dtype} of shape {arr.shape}; "
-                              f"the spec needs {dtype} of shape {shape}")
+    if max_elements is not None and (not _is_int(max_elements) or max_elements < 0):
+        raise ConfigError(f"max_elements must be an int >= 0 or None; got {max_elements!r}")
+    checked: dict = {}
+
+    def check(raw_spec: Any, declared: Mapping[str, tuple[str, tuple[int, ...]]]) -> None:
+        spec = _upgrade(raw_spec)
+        _check_spec(spec)
+        _check_size(spec, len(data), max_elements)
+        _check_declared(spec, declared)
+        checked["spec"] = spec
+
+    tensors, _ = read_container(data, hmac_key=hmac_key, require_signature=require_signature,
+                                check=check)
+    spec = checked["spec"]
 
     layers = []
     for i, ls in enumerate(spec["layers"]):
@@ -557,7 +636,10 @@ def save_model(cm: CompressedModel, path: str | os.PathLike, **kw: Any) -> None:
 
 
 def load_model(path: str | os.PathLike, **kw: Any) -> tuple[CompressedModel, dict]:
-    """:func:`model_from_bytes` of the file at ``path``; a :class:`FormatError` names the file."""
+    """:func:`model_from_bytes` of the file at ``path``; a :class:`FormatError` names the file.
+
+    The file is read whole; its size is not capped here (the bounds of
+    :func:`model_from_bytes` are relative to it)."""
     data = Path(path).read_bytes()
     try:
         return model_from_bytes(data, **kw)

@@ -280,3 +280,85 @@ def test_wide_input_fits_in_chunked_passes(spark):
         fit = cb.column(f"c{j}").fit
         assert (fit["min"], fit["max"]) == (x[np.isfinite(x)].min(), x[np.isfinite(x)].max())
         assert (fit["nan_count"], fit["posinf_count"]) == (int(j == 7), int(j == 140))
+
+
+# --- the quantile sketch in the fit: partitionings, exact path, bound -------------------------
+
+SKETCH_ROWS = 60_000
+
+
+@pytest.fixture(scope="module")
+def sketch_rows():
+    """60k rows: a skewed double (with NaN and nulls), a float with a point mass at 0."""
+    rng = np.random.default_rng(21)
+    p = rng.lognormal(sigma=1.5, size=SKETCH_ROWS)
+    q = np.where(rng.random(SKETCH_ROWS) < 0.3, 0.0, rng.normal(size=SKETCH_ROWS))
+    q = q.astype(np.float32)
+    rows = [(i, None if i % 101 == 3 else (math.nan if i % 997 == 5 else float(p[i])),
+             float(q[i])) for i in range(SKETCH_ROWS)]
+    return rows, "id int, p double, q float"
+
+
+def _sketch_fit(spark, rows, schema, parts, columns, passthrough=("id",), **kw):
+    df = spark.createDataFrame(rows, schema).repartition(parts)
+    cfg = parse_feature_config({"job": {"passthrough": list(passthrough)}, "columns": columns})
+    plan = FT.plan_features(df.schema, cfg)
+    return FT.fit_codebook(df, plan, **kw)[0]
+
+
+@pytest.fixture()
+def big_batches(spark):
+    # The session's 7-row batches would make 60k rows 8 600 Arrow round trips per fit.
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "5000")
+    yield
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")
+
+
+def _finite(rows, j):
+    return np.array([r[j] for r in rows if r[j] is not None and math.isfinite(r[j])])
+
+
+def test_codebook_identical_across_partitionings_through_the_sketch(spark, sketch_rows,
+                                                                    big_batches):
+    # Under the exact cap every partitioning gives the exact quantiles: byte-identical
+    # codebooks for 1, 3 and 5 partitions, equal to numpy's.
+    rows, schema = sketch_rows
+    cols = {"p": {"method": "percentile", "bits": 8, "clip": 0.01},
+            "q": {"method": "quantile", "bits": 8}}
+    books = [_sketch_fit(spark, rows, schema, n, cols) for n in (1, 3, 5)]
+    assert books[0].to_json() == books[1].to_json() == books[2].to_json()
+    p = _finite(rows, 1)
+    q = _finite(rows, 2).astype(np.float32).astype(np.float64)
+    lo, hi = np.quantile(p, [0.01, 0.99], method="inverted_cdf")
+    assert Q.choose_affine(lo, hi, bits=8, method="percentile") == books[0].column("p").encoder
+    exact = Q.choose_quantile(np.quantile(q, Q.quantile_probabilities(8), method="inverted_cdf"),
+                              bits=8)
+    assert books[0].column("q").encoder == exact
+
+
+def test_above_the_exact_cap_same_partitioning_is_identical_others_within_the_error(
+        spark, sketch_rows, big_batches, monkeypatch, caplog):
+    # No exact floor and relative_error 1e-3 (k = 22 636 < 60k rows): the sketch compacts.
+    from spark_compress.core import sketch
+
+    monkeypatch.setattr(FT, "SKETCH_EXACT_POINTS", 0)
+    rows, schema = sketch_rows
+    rel = 1e-3
+    cols = {"q": {"method": "quantile", "bits": 16}}
+    kw = {"passthrough": ("id", "p"), "relative_error": rel}
+    with caplog.at_level("INFO", logger=FT.__name__):
+        a = _sketch_fit(spark, rows, schema, 3, cols, **kw)
+    b = _sketch_fit(spark, rows, schema, 3, cols, **kw)
+    c = _sketch_fit(spark, rows, schema, 5, cols, **kw)
+    assert a.to_json() == b.to_json()
+    held = [r.getMessage() for r in caplog.records if "approximate quantiles from" in r.message]
+    assert len(held) == 1  # it really compacted, and held at most the bound
+    points = int(held[0].split("from ")[1].split()[0])
+    assert points <= sketch.memory_bound(sketch.k_for(rel), 0) and points < SKETCH_ROWS // 2
+    q = np.sort(_finite(rows, 2).astype(np.float32).astype(np.float64))
+    probs = np.asarray(Q.quantile_probabilities(16))[2:-2:2]  # the bin edges' probabilities
+    for book in (a, c):
+        edges = np.asarray(book.column("q").encoder.edges)
+        lo = np.searchsorted(q, edges, side="left") / q.size
+        hi = np.searchsorted(q, edges, side="right") / q.size
+        assert np.maximum(lo - probs, probs - hi).clip(min=0).max() <= rel

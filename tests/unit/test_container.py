@@ -274,7 +274,8 @@ ATTACKS = {
     "byte_count": (lambda d: _edit(d, _set("a", "shape", [3])),
                    r"tensor 'a': byte count 16 != shape \[3\] x F32 \(12 bytes\)"),
     "shape_overflow": (lambda d: _edit(d, _set("a", "shape", [2**40, 2**40])),
-                       "tensor 'a': byte count 16"),
+                       r"tensor 'a': shape \[1099511627776, 1099511627776\] holds .* more than "
+                       "the cap MAX_ELEMENTS=268435456"),
     "unknown_dtype": (lambda d: _edit(d, _set("a", "dtype", "X99")),
                       "tensor 'a': unknown dtype 'X99'"),
     "object_dtype": (lambda d: _edit(d, _set("a", "dtype", "O")),
@@ -399,3 +400,67 @@ def test_non_hex_digest_fields_refused(field, value):
     data = _edit_meta(_valid(hmac_key=KEY), lambda m: m.__setitem__(field, value))
     with pytest.raises(FormatError, match="signature mismatch|must be a hex string|checksum"):
         read_container(data, hmac_key=KEY)
+
+
+# --- bounds: what a file can make the reader allocate ------------------------------------------
+
+def _peak_of(fn) -> int:
+    """Bytes of the traced allocation peak while ``fn()`` runs (numpy arrays included)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def _refused_small(data: bytes, match: str, **kw) -> None:
+    def load():
+        with pytest.raises(FormatError, match=match):
+            read_container(data, **kw)
+    assert _peak_of(load) < 4 * 2 ** 20
+
+
+def test_recorded_size_past_what_the_frame_can_hold_refused():
+    blob = zstandard.ZstdCompressor(level=3).compress(bytes(16))
+    assert container.ZSTD_MAX_RATIO * len(blob) < 2 ** 26
+    _refused_small(_zstd_tensor(b"", recorded_shape=[2 ** 26], blob=blob),
+                   rf"tensor 'w': recorded shape \[67108864\] x I8 is 67108864 bytes, more than "
+                   rf"a {len(blob)}-byte zstd frame can hold")
+
+
+def test_zeros_compress_close_to_but_within_the_format_bound():
+    blob = zstandard.ZstdCompressor(level=22).compress(bytes(2 ** 24))
+    assert 0.9 * container.ZSTD_MAX_RATIO < 2 ** 24 / len(blob) <= container.ZSTD_MAX_RATIO
+
+
+def test_recorded_shape_over_the_element_cap_refused():
+    blob = zstandard.ZstdCompressor(level=3).compress(bytes(16))
+    _refused_small(_zstd_tensor(b"", recorded_shape=[2 ** 20, 2 ** 20], blob=blob),
+                   r"tensor 'w' \(recorded\): shape \[1048576, 1048576\] holds 1099511627776 "
+                   "elements, more than the cap MAX_ELEMENTS=268435456")
+
+
+def test_real_bomb_refused_by_the_decompression_cap_before_decompressing():
+    bomb = _zstd_tensor(bytes(2 ** 26), recorded_shape=[2 ** 26])  # 64 MiB in a few KB
+    assert len(bomb) < 4000
+    _refused_small(bomb, "tensor 'w': decompressed size would exceed max_decompressed_bytes",
+                   max_decompressed_bytes=2 ** 20)
+
+
+def test_check_sees_declared_shapes_before_anything_is_decompressed():
+    bomb = _zstd_tensor(bytes(2 ** 26), recorded_shape=[2 ** 26])
+    seen = []
+
+    def check(spec, declared):
+        seen.append((spec, declared))
+        raise FormatError("refused by the caller")
+
+    _refused_small(bomb, "refused by the caller", check=check)
+    assert seen == [(SPEC, {"w": ("I8", (2 ** 26,))})]
+    raw = _valid()
+    read_container(raw, check=lambda spec, declared: seen.append(declared))
+    assert seen[-1] == {"a": ("F32", (4,)), "b": ("F32", (4,))}

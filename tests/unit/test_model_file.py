@@ -302,7 +302,7 @@ def test_unknown_activation_refused():
 
 @pytest.mark.parametrize("field, value, match", [
     ("task", "ranking", "task must be one of"),
-    ("n_features", -1, "n_features must be an int >= 0"),
+    ("n_features", -1, r"n_features must be an int in \[0, 1048576\]"),
     ("model_file_version", 3, r"model_file_version 3 is not supported; this reader reads "
                               r"\[1, 2\]"),
     ("source", "mllib", "source must be an object or null"),
@@ -452,3 +452,115 @@ def test_int4_unused_nibble_refused():
 
     with pytest.raises(FormatError, match="the model in the file is invalid"):
         model_from_bytes(rewrite(data, edit))
+
+
+# --- bounded loading: crafted files that would need gigabytes -----------------------------------
+
+def _one_layer_file(shape, w_spec, tensors) -> bytes:
+    """A checksummed file of a one-layer regression model whose spec and tensors are given."""
+    spec = {"model_file_version": 2, "task": "regression", "n_features": shape[0],
+            "input_names": [], "embeddings": [], "plan": None, "source": None,
+            "layers": [{"name": "", "shape": list(shape), "activation": "identity",
+                        "bias": False, "kept_neurons": False, "tensors": {"w": w_spec}}]}
+    coded = [n for n in tensors if tensors[n].dtype != np.float32]
+    return write_container(tensors, spec, compress=coded)
+
+
+def _pruned_away(rows, cols) -> bytes:
+    """The 832-byte kind of file: a layer declared rows x cols, fully pruned, so nothing is
+    stored but loading builds the dense rows x cols float32 weight."""
+    return _one_layer_file((rows, cols), {"kind": "float32", "bits": 32, "shape": [rows, cols],
+                                          "count": 0, "indices": "delta-u8", "centroids": None},
+                           {"layers.0.w.data": np.zeros(0, np.float32),
+                            "layers.0.w.indices": np.zeros(0, np.uint8)})
+
+
+def _kmeans_zeros(rows, cols) -> bytes:
+    """A zstd bomb: rows x cols k-means codes, all 0, compress about 32 000:1."""
+    return _one_layer_file((rows, cols), {"kind": "kmeans", "bits": 1, "shape": [rows, cols],
+                                          "count": rows * cols, "indices": None,
+                                          "centroids": 1},
+                           {"layers.0.w.data": np.zeros((rows, cols), np.uint8),
+                            "layers.0.w.centroids": np.zeros(1, np.float32)})
+
+
+def _peak_of(fn) -> int:
+    """Bytes of the traced allocation peak while ``fn()`` runs (numpy arrays included)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def _refused_small(data: bytes, match: str, **kw) -> None:
+    def load():
+        with pytest.raises(FormatError, match=match):
+            model_from_bytes(data, **kw)
+    assert _peak_of(load) < 4 * 2 ** 20  # a few MB whatever the file declares
+
+
+def test_small_fully_pruned_layer_of_huge_declared_shape_refused_without_allocating():
+    data = _pruned_away(9000, 9000)  # before the bound: 324 MB allocated from this file
+    assert len(data) < 1000
+    _refused_small(data, r"more than the \d+ allowed \(4194304 \+ 4096 per byte of this "
+                         r"\d+-byte file.*the largest is layers\[0\] \(9000x9000\) with 81009000")
+
+
+def test_layer_spec_whose_dims_multiply_to_1e12_refused():
+    # Each dimension under MAX_LAYER_WIDTH; together 1e12 weights (4 TB as float32).
+    _refused_small(_pruned_away(10 ** 6, 10 ** 6),
+                   r"loading would materialise 1000001000000 float32 values")
+    _refused_small(_pruned_away(1, 2 ** 21),
+                   r"layers\[0\].shape \[1, 2097152\] has a dimension above the cap 1048576")
+
+
+def test_zstd_bomb_refused_before_decompressing():
+    data = _kmeans_zeros(8192, 8192)  # 64 MiB of codes in a few KB; 256 MiB once dequantized
+    assert len(data) < 8000
+    _refused_small(data, r"layers\[0\] \(8192x8192\) with 67117056")
+
+
+def test_sparse_count_beyond_dense_size_refused():
+    data = _one_layer_file((10, 10), {"kind": "float32", "bits": 32, "shape": [10, 10],
+                                      "count": 10 ** 12, "indices": "delta-u8",
+                                      "centroids": None},
+                           {"layers.0.w.data": np.zeros(0, np.float32),
+                            "layers.0.w.indices": np.zeros(0, np.uint8)})
+    _refused_small(data, r"layers\[0\].tensors.w.count must be an int in \[0, 100\]")
+
+
+def test_declared_shape_disagreeing_with_spec_refused_before_decompressing():
+    # The spec says 2x2 codes, the zstd tensor records 8192x8192: refused on the declaration.
+    data = _one_layer_file((2, 2), {"kind": "kmeans", "bits": 1, "shape": [2, 2], "count": 4,
+                                    "indices": None, "centroids": 1},
+                           {"layers.0.w.data": np.zeros((8192, 8192), np.uint8),
+                            "layers.0.w.centroids": np.zeros(1, np.float32)})
+    _refused_small(data, r"tensor 'layers.0.w.data' is uint8 of shape \(8192, 8192\); the spec "
+                         r"needs uint8 of shape \(2, 2\)")
+
+
+def test_max_elements_replaces_the_expansion_rule():
+    data = _pruned_away(3000, 3000)  # 9M values from a few hundred bytes: over the rule
+    with pytest.raises(FormatError, match="allowed .*max_elements"):
+        model_from_bytes(data)
+    with pytest.raises(FormatError, match=r"more than the 100 allowed \(max_elements=100\)"):
+        model_from_bytes(_pruned_away(10, 10), max_elements=100)
+    cm, _ = model_from_bytes(data, max_elements=9_003_000)  # trusted: loads, all zeros
+    assert cm.layers[0].shape == (3000, 3000)
+    with pytest.raises(ConfigError, match="max_elements must be an int >= 0"):
+        model_from_bytes(data, max_elements=-1)
+
+
+def test_real_models_load_under_the_default_bounds():
+    # A 256x784 MLP layer pruned to 1 % and a rank-1 low-rank int4 layer: far under the rule.
+    model = random_mlp([784, 256, 10], 3)
+    for plan in (Plan(default=LayerPlan(prune=0.99, quantize="int8")),
+                 Plan(default=LayerPlan(rank=1, quantize="int4"))):
+        cm = compress(model, plan)
+        got, _ = model_from_bytes(model_to_bytes(cm))
+        assert_same_model(got, cm)
