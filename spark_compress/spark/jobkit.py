@@ -250,6 +250,7 @@ FORMAT_OPTION = {"--eval-data": "--eval-format", "--train-data": "--eval-format"
 FILE_SELECTING_OPTIONS = ("pathGlobFilter", "recursiveFileLookup", "modifiedBefore",
                           "modifiedAfter", "ignoreCorruptFiles", "basePath")
 PARQUET_MAGIC = b"PAR1"
+PARQUET_MAGICS = (PARQUET_MAGIC, b"PARE")  # PARE: a Parquet file with an encrypted footer
 
 
 def data_path(path: str, fmt: str, *, what: str = "--input", accept_codes: bool = False) -> Path:
@@ -289,8 +290,11 @@ def data_path(path: str, fmt: str, *, what: str = "--input", accept_codes: bool 
 
 def _not_parquet(path: Path) -> tuple[Path, str] | None:
     """The first data file under ``path`` (a file or a directory; hidden files and markers
-    skipped, as Spark does) that does not start and end with Parquet's magic ``PAR1``, with a
-    guess of what it is; ``None`` when all are Parquet. Empty files are left to Spark."""
+    skipped, as Spark does) that does not start and end with Parquet's magic ``PAR1`` (``PARE``
+    when its footer is encrypted), with a guess of what it is (:func:`_guess_format`, or
+    ``"truncated"`` when it starts like Parquet but does not end so); ``None`` when all are
+    Parquet.
+    Empty files are left to Spark. Two small reads per file, no footer parsed."""
     for f in O.data_files(path, ""):
         try:
             size = f.stat().st_size
@@ -302,8 +306,10 @@ def _not_parquet(path: Path) -> tuple[Path, str] | None:
                 tail = fh.read(4)
         except OSError:
             continue  # Spark reports an unreadable file itself
-        if head[:4] == PARQUET_MAGIC and tail == PARQUET_MAGIC:
-            continue
+        if head[:4] in PARQUET_MAGICS:
+            if tail == head[:4]:
+                continue
+            return f, "truncated"
         return f, _guess_format(f, head)
     return None
 
@@ -343,6 +349,10 @@ def read_input(spark: SparkSession, path: str, fmt: str, options: Sequence[str],
             f, guess = bad
             option = FORMAT_OPTION.get(what, "--input-format")
             where = f"{what} {path}" if f == p else f"{what} {path}: {f.relative_to(p)}"
+            if guess == "truncated":
+                raise ConfigError(f"{where} is a truncated Parquet file (it starts with "
+                                  f"{PARQUET_MAGIC.decode()} but does not end with it, as an "
+                                  f"unfinished copy or write leaves it): write it again")
             hint = (f"it looks like {guess.upper()}: pass {option} {guess}" if guess else
                     f"pass {option} csv, json or orc to match it")
             raise ConfigError(f"{where} is not a Parquet file (it does not start and end with "

@@ -419,4 +419,11 @@ def test_parquet_files_and_empty_files_pass_the_check(tmp_path, world):
     (tmp_path / "empty.parquet").write_bytes(b"")
     assert jobkit._not_parquet(tmp_path) is None
     (tmp_path / "half.parquet").write_bytes(b"PAR1 truncated")
-    assert jobkit._not_parquet(tmp_path) == (tmp_path / "half.parquet", "")
+    assert jobkit._not_parquet(tmp_path) == (tmp_path / "half.parquet", "truncated")
+
+
+def test_an_encrypted_footer_is_parquet_too(tmp_path):
+    (tmp_path / "part-0.parquet").write_bytes(b"PARE encrypted footer PARE")
+    assert jobkit._not_parquet(tmp_path) is None
+    (tmp_path / "part-1.parquet").write_bytes(b"PARE mixed PAR1")
+    assert jobkit._not_parquet(tmp_path) == (tmp_path / "part-1.parquet", "truncated")
