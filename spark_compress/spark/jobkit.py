@@ -159,7 +159,8 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--output", required=True, help="output directory (local or shared FS)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing output atomically")
+                   help="replace a previous output of a spark-compress job atomically (never "
+                        "a file, a link, a folder holding anything else, or an input)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
