@@ -220,9 +220,11 @@ class OutputLock:
     The lock is ``flock(LOCK_EX | LOCK_NB)`` on :func:`lock_path`, which holds the run id, pid,
     host and start time of the holder. The operating system releases it when the holder ends in
     any way (also SIGKILL), so no stale-lock rule is needed: a lock file left by a killed run is
-    taken over by the next run. Locks of two open files conflict also within one process. On a
-    filesystem without locks (``flock`` fails with ``ENOLCK``/``EOPNOTSUPP``) a warning is logged
-    and the run goes on unlocked; the commit still refuses an output that changed meanwhile.
+    taken over by the next run. On a local filesystem two opens of the file conflict also within
+    one process (NFS emulates ``flock`` with byte-range locks, which conflict between processes
+    only). On a filesystem without locks (``flock`` fails with ``ENOLCK``/``EOPNOTSUPP``) a
+    warning is logged and the run goes on unlocked; the commit still refuses an output that
+    changed meanwhile.
     """
 
     def __init__(self, target: Path, run_id: str):
