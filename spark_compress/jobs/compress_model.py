@@ -40,7 +40,7 @@ JOB = "compress_model"
 def prepare(args):
     """Config, model import and output checks: all before Spark starts."""
     config = load_model_config(args.config)
-    O.check_output(O.local_path(args.output, what="--output"), overwrite=args.overwrite)
+    jobkit.check_output(args, FINGERPRINT)
     model_path = O.local_path(args.model, what="--model")
     if not model_path.exists():
         raise ConfigError(f"--model {args.model}: no such file or directory")
@@ -64,8 +64,7 @@ def prepare(args):
 
 def run(args, spark, run_id, ctx) -> dict:
     config, model, features, model_path, model_type = ctx
-    out = O.StagedOutput(O.local_path(args.output, what="--output"), overwrite=args.overwrite,
-                         run_id=run_id)
+    out = jobkit.staged_output(JOB, args, run_id, FINGERPRINT)
     try:
         if config.finetune_epochs:
             if not args.calibration_data:

@@ -29,10 +29,14 @@ JOB = "dequantize_features"
 def prepare(args):
     """Check the input is a finished quantize_features output and read its codebook."""
     src = O.local_path(args.input, what="--input")
+    job = O.output_job(src)
+    if job is not None and job != "quantize_features":
+        raise ConfigError(f"--input {args.input} is a {job} output, not a quantize_features "
+                          f"output: only codes with their codebook can be dequantized")
     if not (src / O.SUCCESS).exists():
         raise ConfigError(f"--input {args.input}: not a finished quantize_features output "
                           f"(no {O.SUCCESS}); re-run quantize_features")
-    O.check_output(O.local_path(args.output, what="--output"), overwrite=args.overwrite)
+    jobkit.check_output(args, FINGERPRINT)
     return src, read_codebook(src / "codebook.json")
 
 
@@ -61,8 +65,7 @@ def code_counts(codes, names, *, chunk: int = 20) -> tuple[int, dict[str, dict[s
 
 def run(args, spark, run_id, ctx) -> dict:
     src, codebook = ctx
-    out = O.StagedOutput(O.local_path(args.output, what="--output"), overwrite=args.overwrite,
-                         run_id=run_id)
+    out = jobkit.staged_output(JOB, args, run_id, FINGERPRINT)
     try:
         codes = spark.read.parquet((src / "data").as_uri())
         decoded = FT.decode_features(codes, codebook)  # checks columns and types, lazily

@@ -32,14 +32,13 @@ JOB = "quantize_features"
 def prepare(args):
     """Everything that can be checked before Spark starts: config and paths."""
     config = load_feature_config(args.config)
-    O.check_output(O.local_path(args.output, what="--output"), overwrite=args.overwrite)
+    jobkit.check_output(args, FINGERPRINT)
     O.local_path(args.input, what="--input")
     return config
 
 
 def run(args, spark, run_id, config) -> dict:
-    out = O.StagedOutput(O.local_path(args.output, what="--output"), overwrite=args.overwrite,
-                         run_id=run_id)
+    out = jobkit.staged_output(JOB, args, run_id, FINGERPRINT)
     df = None
     try:
         with jobkit.phase("read", input=args.input, format=args.input_format):
@@ -62,7 +61,7 @@ def run(args, spark, run_id, config) -> dict:
         FT.check_rows(rows_in, rows_out, JOB)
         with jobkit.phase("evaluate"):
             errors = FT.evaluate_features(df, codebook)
-        in_path = O.local_path(args.input, what="--input")
+        in_path = jobkit.data_path(args.input, args.input_format)  # what was read
         report = FT.feature_report(
             codebook, errors, rows_in=rows_in, rows_out=rows_out,
             bytes_in=O.tree_bytes(in_path), bytes_out=O.tree_bytes(data_dir),

@@ -43,7 +43,7 @@ FINGERPRINT = jobkit.Fingerprint(inputs=("input", "model"), configs=("config",),
 def prepare(args):
     """Config, model file (validated once, here on the driver) and paths, before Spark starts."""
     config = load_score_config(args.config)
-    O.check_output(O.local_path(args.output, what="--output"), overwrite=args.overwrite)
+    jobkit.check_output(args, FINGERPRINT)
     model = SC.load_model_file(O.local_path(args.model, what="--model"),
                                hmac_key=hmac_key_from_env())
     in_path = O.local_path(args.input, what="--input")
@@ -59,12 +59,12 @@ def prepare(args):
 def run(args, spark, run_id, ctx) -> dict:
     config, model, codebook = ctx
     in_path = O.local_path(args.input, what="--input")
-    out = O.StagedOutput(O.local_path(args.output, what="--output"), overwrite=args.overwrite,
-                         run_id=run_id)
+    out = jobkit.staged_output(JOB, args, run_id, FINGERPRINT)
     try:
         with jobkit.phase("read", input=args.input, format=args.input_format):
             data_path = str(in_path / "data") if codebook is not None else args.input
-            df = jobkit.read_input(spark, data_path, args.input_format, args.input_option)
+            df = jobkit.read_input(spark, data_path, args.input_format, args.input_option,
+                                   accept_codes=codebook is not None)
             if codebook is not None and config.codes == "decode":
                 df = FT.decode_features(df, codebook)
         fold = codebook is not None and config.codes == "fold"

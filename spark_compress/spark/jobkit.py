@@ -43,6 +43,7 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from py4j.protocol import Py4JJavaError
@@ -162,7 +163,8 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--output", required=True, help="output directory (local or shared FS)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing output atomically")
+                   help="replace a previous output of a spark-compress job atomically (never "
+                        "a file, a link, a folder holding anything else, or an input)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -221,21 +223,145 @@ def build_session(job: str, run_id: str) -> SparkSession:
     return builder.getOrCreate()
 
 
+def input_paths(args: argparse.Namespace, fingerprint: Fingerprint) -> dict[str, str]:
+    """Every input path and config file the run was given, by option (``{"--input": ...}``):
+    the ``inputs`` and ``configs`` of the job's :class:`Fingerprint`, which lists all of them.
+    Options left out are left out here."""
+    values = vars(args)
+    return {_flag(d): str(values[d]) for d in (*fingerprint.inputs, *fingerprint.configs)
+            if values.get(d) is not None}
+
+
+def check_output(args: argparse.Namespace, fingerprint: Fingerprint) -> Path:
+    """The resolved ``--output``, after :func:`spark_compress.io.output.check_output` with the
+    run's inputs (:func:`input_paths`): for a job's ``prepare``, before Spark starts."""
+    target = local_path(args.output, what="--output")
+    O.check_output(target, overwrite=args.overwrite, inputs=input_paths(args, fingerprint))
+    return target
+
+
+def staged_output(job: str, args: argparse.Namespace, run_id: str,
+                  fingerprint: Fingerprint) -> O.StagedOutput:
+    """The run's :class:`spark_compress.io.output.StagedOutput` at ``--output``, checked against
+    the run's inputs and locked (a :class:`ConfigError` when another run holds the lock)."""
+    return O.StagedOutput(local_path(args.output, what="--output"), overwrite=args.overwrite,
+                          run_id=run_id, job=job, inputs=input_paths(args, fingerprint))
+
+
+# The option that sets the format of the data an option names (for the hint of a wrong format).
+FORMAT_OPTION = {"--eval-data": "--eval-format", "--train-data": "--eval-format",
+                 "--calibration-data": "--eval-format"}
+# Reader options that change which files Spark reads: the file check leaves those reads alone.
+FILE_SELECTING_OPTIONS = ("pathGlobFilter", "recursiveFileLookup", "modifiedBefore",
+                          "modifiedAfter", "ignoreCorruptFiles", "basePath")
+PARQUET_MAGIC = b"PAR1"
+PARQUET_MAGICS = (PARQUET_MAGIC, b"PARE")  # PARE: a Parquet file with an encrypted footer
+
+
+def data_path(path: str, fmt: str, *, what: str = "--input", accept_codes: bool = False) -> Path:
+    """The local path Spark reads for the input option ``what`` given as ``path``.
+
+    A spark-compress output directory (see :func:`spark_compress.io.output.output_job`) is read
+    through its ``data/`` (Parquet, so ``fmt`` must be ``"parquet"``); one without ``data/`` (a
+    ``compress_model`` output: a model) is a :class:`ConfigError`. A ``quantize_features`` output,
+    or its ``data/`` given directly, holds integer codes, not values: refused unless
+    ``accept_codes`` (the scoring job, which reads them with their codebook). Anything else is
+    ``path`` itself; a missing path is a :class:`ConfigError`."""
+    p = local_path(path, what=what)
+    if not p.exists():
+        raise ConfigError(f"{what} {path}: no such file or directory")
+    job = O.output_job(p)
+    if job is None and p.name == "data" and O.output_job(p.parent) == "quantize_features":
+        if not accept_codes:
+            raise ConfigError(f"{what} {path} is the data/ of a quantize_features output: integer "
+                              f"codes, not values; decode {p.parent} with dequantize_features "
+                              f"first (score reads it directly as --input {p.parent})")
+        return p
+    if job is None:
+        return p
+    fmt_option = FORMAT_OPTION.get(what, "--input-format")
+    if not (p / "data").is_dir():
+        raise ConfigError(f"{what} {path} is a {job} output with no data/ to read (a model "
+                          f"output is a --model, not data)")
+    if fmt != "parquet":
+        raise ConfigError(f"{what} {path} is a {job} output (Parquet in data/): drop "
+                          f"{fmt_option} {fmt}")
+    if job == "quantize_features" and not accept_codes:
+        raise ConfigError(f"{what} {path} is a quantize_features output: its data/ holds integer "
+                          f"codes, not values; decode it with dequantize_features first (score "
+                          f"reads it directly)")
+    return p / "data"
+
+
+def _not_parquet(path: Path) -> tuple[Path, str] | None:
+    """The first data file under ``path`` (a file or a directory; hidden files and markers
+    skipped, as Spark does) that does not start and end with Parquet's magic ``PAR1`` (``PARE``
+    when its footer is encrypted), with a guess of what it is (:func:`_guess_format`, or
+    ``"truncated"`` when it starts like Parquet but does not end so); ``None`` when all are
+    Parquet.
+    Empty files are left to Spark. Two small reads per file, no footer parsed."""
+    for f in O.data_files(path, ""):
+        try:
+            size = f.stat().st_size
+            if size == 0:
+                continue
+            with open(f, "rb") as fh:
+                head = fh.read(512)
+                fh.seek(max(size - 4, 0))
+                tail = fh.read(4)
+        except OSError:
+            continue  # Spark reports an unreadable file itself
+        if head[:4] in PARQUET_MAGICS:
+            if tail == head[:4]:
+                continue
+            return f, "truncated"
+        return f, _guess_format(f, head)
+    return None
+
+
+def _guess_format(f: Path, head: bytes) -> str:
+    """``"csv"``, ``"json"`` or ``"orc"`` when the name or the first bytes say so, else ``""``."""
+    suffixes = [s.lower() for s in f.suffixes]
+    if head.startswith(b"ORC") or ".orc" in suffixes:
+        return "orc"
+    if any(s in suffixes for s in (".json", ".jsonl", ".ndjson")) or \
+            head.lstrip()[:1] in (b"{", b"["):
+        return "json"
+    if any(s in suffixes for s in (".csv", ".tsv", ".txt")) or b"," in head.split(b"\n", 1)[0]:
+        return "csv"
+    return ""
+
+
 def read_input(spark: SparkSession, path: str, fmt: str, options: Sequence[str], *,
-               what: str = "--input") -> DataFrame:
-    """Read the input dataset; a missing local path, and one Spark cannot read as ``fmt`` (no
-    data files, a corrupt footer, a type Spark does not support), is a :class:`ConfigError`
-    naming ``what`` (the option that gave the path) and the path. Errors found later, while
-    tasks read the rows, are mapped by :func:`run_job`."""
+               what: str = "--input", accept_codes: bool = False) -> DataFrame:
+    """Read the input dataset at :func:`data_path` (a spark-compress output is read through its
+    ``data/``); a missing local path, a data file that is not Parquet when ``fmt`` is
+    ``"parquet"`` (checked by its magic bytes before Spark reads anything, with a hint of the
+    right format option), and one Spark cannot read as ``fmt`` (no data files, a corrupt footer,
+    a type Spark does not support), is a :class:`ConfigError` naming ``what`` (the option that
+    gave the path) and the path. Errors found later, while tasks read the rows, are mapped by
+    :func:`run_job`."""
     opts = {"header": "true", "inferSchema": "true"} if fmt == "csv" else {}
     for kv in options:
         if "=" not in kv:
             raise ConfigError(f"--input-option {kv!r} must look like KEY=VALUE")
         k, v = kv.split("=", 1)
         opts[k] = v
-    p = local_path(path, what=what)
-    if not p.exists():
-        raise ConfigError(f"{what} {path}: no such file or directory")
+    p = data_path(path, fmt, what=what, accept_codes=accept_codes)
+    if fmt == "parquet" and not any(k in opts for k in FILE_SELECTING_OPTIONS):
+        bad = _not_parquet(p)
+        if bad is not None:
+            f, guess = bad
+            option = FORMAT_OPTION.get(what, "--input-format")
+            where = f"{what} {path}" if f == p else f"{what} {path}: {f.relative_to(p)}"
+            if guess == "truncated":
+                raise ConfigError(f"{where} is a truncated Parquet file (it starts with "
+                                  f"{PARQUET_MAGIC.decode()} but does not end with it, as an "
+                                  f"unfinished copy or write leaves it): write it again")
+            hint = (f"it looks like {guess.upper()}: pass {option} {guess}" if guess else
+                    f"pass {option} csv, json or orc to match it")
+            raise ConfigError(f"{where} is not a Parquet file (it does not start and end with "
+                              f"{PARQUET_MAGIC.decode()}); {hint}")
     try:
         return spark.read.format(fmt).options(**opts).load(p.as_uri())
     except (PySparkException, Py4JJavaError) as e:

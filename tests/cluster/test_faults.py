@@ -235,8 +235,8 @@ def leftovers(out: Path) -> list[str]:
 
 def assert_same_output(out: Path, clean: Path) -> None:
     """``out`` is a finished output equal to ``clean``: codebook bytes, report figures, rows."""
-    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "codebook.json", "data",
-                                                     "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["_SPARK_COMPRESS", "_SUCCESS",
+                                                     "codebook.json", "data", "report.json"]
     assert leftovers(out) == []
     assert (out / "codebook.json").read_bytes() == (clean / "codebook.json").read_bytes()
     got, want = report(out), report(clean)

@@ -216,8 +216,8 @@ def test_quantize_job_succeeds_and_prints_its_summary(quantized, adult):
     assert summary["rows_in"] == summary["rows_out"] == ADULT_ROWS
     assert summary["bytes_in"] == adult.stat().st_size
     assert summary["compression_ratio"] == round(summary["bytes_in"] / summary["bytes_out"], 4)
-    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "codebook.json", "data",
-                                                     "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["_SPARK_COMPRESS", "_SUCCESS",
+                                                     "codebook.json", "data", "report.json"]
     assert [p.name for p in out.parent.iterdir() if ".staging-" in p.name] == []
     # stderr is not a terminal here (as under a scheduler): no console progress bar lines
     assert "[Stage " not in run.stderr + run.stdout

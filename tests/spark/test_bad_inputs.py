@@ -164,14 +164,14 @@ def _q(src, conf) -> list:
 def q_not_parquet(tmp, w):
     bad = tmp / "garbage.parquet"
     bad.write_bytes(b"this is not a parquet file, only text" * 10)
-    return "quantize_features", _q(bad, w["conf"]), ["cannot read the input", "garbage.parquet"]
+    return "quantize_features", _q(bad, w["conf"]), ["garbage.parquet is not a Parquet file"]
 
 
 def q_truncated_parquet(tmp, w):
     bad = tmp / "cut.parquet"
     data = w["src"].read_bytes()
     bad.write_bytes(data[: len(data) // 2])
-    return "quantize_features", _q(bad, w["conf"]), ["cannot read the input", "cut.parquet"]
+    return "quantize_features", _q(bad, w["conf"]), ["cut.parquet is a truncated Parquet file"]
 
 
 def q_object_store_uri(tmp, w):

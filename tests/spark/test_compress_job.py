@@ -66,8 +66,8 @@ def test_compress_job_writes_model_and_report(spark, capsys, fitted):
                              "--eval-data", root / "eval.parquet", "--calibration-data",
                              root / "train.parquet", "--output", out])
     assert rc == 0, cap.err
-    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "model.safetensors",
-                                                     "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["_SPARK_COMPRESS", "_SUCCESS",
+                                                     "model.safetensors", "report.json"]
     report = json.loads((out / "report.json").read_text())
     n_params = sum(w.size for w in est.coefs_) + sum(b.size for b in est.intercepts_)
     assert report["original_bytes"] == 4 * n_params

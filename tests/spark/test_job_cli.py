@@ -335,7 +335,7 @@ def _old_report(src, conf, out):
 @pytest.mark.parametrize("change,state,warns", [
     (_edit_config, "a finished output", True),
     (_touch_input, "a finished output", True),
-    (_remove_success, "a directory", False),
+    (_remove_success, "an unfinished output", False),
     (_old_report, "a finished output", False),
 ], ids=["config-bytes", "input-mtime", "no-success", "no-fingerprint"])
 def test_changed_inputs_need_overwrite(spark, capsys, caplog, tmp_path, small, change, state,

