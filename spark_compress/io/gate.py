@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from typing import Any, Mapping
 
 from spark_compress.io.output import StagedOutput
@@ -178,16 +176,9 @@ def gate_message(job: str, gate: Mapping, output: str) -> str:
 
 
 def commit_gate_failed(out: StagedOutput, gate: Mapping) -> None:
-    """Commit ``out`` like :meth:`StagedOutput.commit` but with :data:`GATE_FAILED` (the gate
-    as JSON) in place of ``_SUCCESS`` (see the module docstring)."""
+    """Commit ``out`` with :data:`GATE_FAILED` (the gate as JSON) in place of ``_SUCCESS`` (see
+    the module docstring): :meth:`StagedOutput.commit` with ``success=False``, so the output's
+    marker still says it is ours and a later ``--overwrite`` may replace it."""
     (out.staging / GATE_FAILED).write_text(json.dumps(gate, indent=2, sort_keys=True) + "\n",
                                            encoding="utf-8")
-    # The rename sequence of StagedOutput.commit, minus its _SUCCESS: StagedOutput has no way
-    # to commit under another marker yet (requested of io/output.py; replace this then).
-    old = None
-    if out.target.exists():
-        old = out.target.parent / f".{out.target.name}.old-{out.run_id}"
-        os.rename(out.target, old)
-    os.rename(out.staging, out.target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    out.commit(success=False)

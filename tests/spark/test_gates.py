@@ -205,8 +205,8 @@ def test_compress_gate_fails_exit_3_output_marked(spark, capsys, small_lr, tmp_p
                                               "--output", out])
     assert rc == 3, cap.err
     # Committed for inspection, but never with _SUCCESS.
-    assert sorted(p.name for p in out.iterdir()) == ["_GATE_FAILED", "model.safetensors",
-                                                     "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["_GATE_FAILED", "_SPARK_COMPRESS",
+                                                     "model.safetensors", "report.json"]
     report = json.loads((out / "report.json").read_text())
     ratio_check = report["gate"]["checks"][0]
     assert ratio_check["key"] == "min_ratio" and ratio_check["passed"] is False
@@ -280,8 +280,8 @@ def test_feature_gate_fails_exit_3_output_marked(spark, capsys, feature_input, t
     rc, cap = _run(capsys, "quantize_features", ["--input", feature_input / "in.parquet",
                                                  "--config", cfg, "--output", out])
     assert rc == 3, cap.err
-    assert sorted(p.name for p in out.iterdir()) == ["_GATE_FAILED", "codebook.json", "data",
-                                                     "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["_GATE_FAILED", "_SPARK_COMPRESS",
+                                                     "codebook.json", "data", "report.json"]
     report = json.loads((out / "report.json").read_text())
     checks = {c["key"]: c for c in report["gate"]["checks"]}
     heavy = report["columns"]["heavy"]
