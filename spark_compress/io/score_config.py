@@ -10,6 +10,7 @@ Unknown sections and keys are errors that name the file and the key.
     method = "auto"              # auto | expression | arrow (spark_compress.spark.score)
     batch_size = 8192            # rows per forward pass in a Python worker
     codes = "fold"               # input written by quantize_features: fold | decode
+    passthrough_codes = "decode" # other encoded columns of such an input: decode | drop
     prediction_col = "prediction"
     probability_col = "probability"
 """
@@ -26,6 +27,7 @@ from spark_compress.io.model_config import _features, _label as _name
 
 METHODS = ("auto", "expression", "arrow")
 CODES = ("fold", "decode")
+PASSTHROUGH_CODES = ("decode", "drop")
 
 
 def _columns(v: Any, where: str) -> tuple[str, ...]:
@@ -51,7 +53,8 @@ def _positive_int(v: Any, where: str) -> int:
 
 
 _KEYS = {"features": _features, "passthrough": _columns, "method": _choice(METHODS),
-         "batch_size": _positive_int, "codes": _choice(CODES), "prediction_col": _name,
+         "batch_size": _positive_int, "codes": _choice(CODES),
+         "passthrough_codes": _choice(PASSTHROUGH_CODES), "prediction_col": _name,
          "probability_col": _name}
 
 
@@ -62,6 +65,7 @@ class ScoreConfig:
     method: str = "auto"
     batch_size: int = 8192
     codes: str = "fold"
+    passthrough_codes: str = "decode"
     prediction_col: str = "prediction"
     probability_col: str = "probability"
     source: str = "<defaults>"

@@ -24,7 +24,7 @@ from pyspark.sql import types as T
 
 from spark_compress.core import quantize as Q
 from spark_compress.core import sketch
-from spark_compress.errors import DataError, SchemaError
+from spark_compress.errors import DataError, SchemaError, TaskDataError, marked
 from spark_compress.io.codebook import Codebook, ColumnCodebook
 from spark_compress.io.config import FeatureConfig
 
@@ -419,11 +419,14 @@ def _decode_arrow(cb: ColumnCodebook, arr: pa.Array) -> pa.Array:
     # Null codes stay null; they are filled with a code every codebook accepts, then masked.
     fill = Q.CODE_OOV if isinstance(enc, Q.DictionaryEncoder) else Q.CODE_NAN
     codes = arr.cast(pa.int64()).fill_null(fill).to_numpy(zero_copy_only=False)
-    if isinstance(enc, Q.DictionaryEncoder):
-        values, missing = Q.decode_dictionary(enc, codes)
-        missing = missing if mask is None else (missing | mask)
-        return pa.array(values, type=_spark_to_arrow(cb.source_type), mask=missing)
-    x = Q.decode(enc, codes)
+    try:  # runs in a task: the driver recovers the message of a TaskDataError (exit 2)
+        if isinstance(enc, Q.DictionaryEncoder):
+            values, missing = Q.decode_dictionary(enc, codes)
+            missing = missing if mask is None else (missing | mask)
+            return pa.array(values, type=_spark_to_arrow(cb.source_type), mask=missing)
+        x = Q.decode(enc, codes)
+    except DataError as e:
+        raise TaskDataError(f"column '{cb.name}': {e}") from None
     t = _arrow_float_type(cb.source_type)
     return pa.array(x.astype(t.to_pandas_dtype()), type=t, mask=mask)
 
@@ -494,7 +497,7 @@ def encode_features(df: DataFrame, codebook: Codebook, *, keep: Sequence[str] | 
 def _affine_value(c: Column, q: Q.AffineQuantizer, name: str, source_type: str) -> Column:
     code = c.cast("int")
     x = (code.cast("double") - F.lit(q.zero_point)) * F.lit(q.scale)
-    bad = F.raise_error(F.concat(F.lit(f"column '{name}': code "), code.cast("string"),
+    bad = F.raise_error(F.concat(F.lit(marked(f"column '{name}': code ")), code.cast("string"),
                                  F.lit(f" is not valid (0..{q.qmax} or -1/-2/-3); the data does "
                                        f"not match its codebook")))
     out = (F.when(code.isNull(), F.lit(None))

@@ -47,7 +47,7 @@ from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
 from spark_compress import __version__
-from spark_compress.errors import ConfigError, SparkCompressError
+from spark_compress.errors import ConfigError, SparkCompressError, task_data_error_message
 from spark_compress.io import output as O
 from spark_compress.io.output import local_path
 
@@ -235,6 +235,11 @@ def read_input(spark: SparkSession, path: str, fmt: str, options: Sequence[str],
     try:
         return spark.read.format(fmt).options(**opts).load(p.as_uri())
     except (PySparkException, Py4JJavaError) as e:
+        # A TaskDataError raised in a task reaches the driver as Spark's exception text.
+        task_message = task_data_error_message(e)
+        if task_message is not None:
+            print(f"{job}: error: {task_message}", file=sys.stderr)
+            return 2
         message = _bad_input_message(e)
         if message is None:
             raise
@@ -310,6 +315,11 @@ def run_job(job: str, parser: argparse.ArgumentParser,
         print(f"{job}: error: {e}", file=sys.stderr)
         return 2
     except (PySparkException, Py4JJavaError) as e:
+        # A TaskDataError raised in a task reaches the driver as Spark's exception text.
+        task_message = task_data_error_message(e)
+        if task_message is not None:
+            print(f"{job}: error: {task_message}", file=sys.stderr)
+            return 2
         message = _bad_input_message(e)
         if message is not None:
             print(f"{job}: error: cannot read the input: {message}", file=sys.stderr)

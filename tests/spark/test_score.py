@@ -74,11 +74,17 @@ def _probabilities(rows, k):
 @pytest.mark.parametrize("name,method", [("lr", "expression"), ("lr", "arrow"),
                                          ("mlp", "arrow"), ("reg", "arrow")])
 def test_scores_equal_the_numpy_core(spark, data, name, method):
-    from spark_compress.spark.score import model_file_from_bytes, score_dataframe
+    from pyspark.sql import DataFrame
+
+    from spark_compress.spark.score import (model_file_from_bytes, score_dataframe,
+                                            score_with_details)
 
     x, _, models = data
     mf = model_file_from_bytes(models[name])
-    sf = score_dataframe(_frame(spark, x), mf, method=method, batch_size=5)
+    plain = score_dataframe(_frame(spark, x), mf, method=method, batch_size=5)
+    assert type(plain) is DataFrame and plain.columns == ["id", *NAMES, *(
+        ["prediction"] if name == "reg" else ["prediction", "probability"])]
+    sf = score_with_details(_frame(spark, x), mf, method=method, batch_size=5)
     assert sf.method == method
     assert sf.broadcast_bytes == (len(models[name]) if method == "arrow" else 0)
     rows = sorted(sf.df.collect(), key=lambda r: r.id)
@@ -104,9 +110,9 @@ def test_single_row_and_empty_partitions_and_odd_batches(spark, data):
     out, _ = _expected(mf, x[:3])
     # 3 rows over 5 partitions: at least two partitions are empty, others hold one row.
     df = _frame(spark, x[:3], partitions=5)
-    rows = sorted(score_dataframe(df, mf, batch_size=2).df.collect(), key=lambda r: r.id)
+    rows = sorted(score_dataframe(df, mf, batch_size=2).collect(), key=lambda r: r.id)
     np.testing.assert_allclose(_probabilities(rows, 2)[:, 1], out[:, -1], atol=2e-6)
-    empty = score_dataframe(df.limit(0), mf).df
+    empty = score_dataframe(df.limit(0), mf)
     assert empty.count() == 0 and empty.columns == ["id", *NAMES, "prediction", "probability"]
 
 
@@ -126,7 +132,7 @@ def test_null_nan_and_inf_rows_get_null_scores(spark, data, method):
     # Set in Spark: a pandas NaN would arrive as null, and a None as NaN.
     df = (df.withColumn("f3", F.when(F.col("id") == 1, F.lit(float("nan"))).otherwise(F.col("f3")))
           .withColumn("f7", F.when(F.col("id") == 4, F.lit(None)).otherwise(F.col("f7"))))
-    rows = sorted(score_dataframe(df, mf, method=method).df.collect(), key=lambda r: r.id)
+    rows = sorted(score_dataframe(df, mf, method=method).collect(), key=lambda r: r.id)
     assert [r.prediction is None for r in rows] == [False, True, True, True, True, False]
     n, quality = input_quality(df, NAMES)
     assert n == 6
@@ -168,7 +174,7 @@ def test_array_column_input(spark, data):
     x, _, models = data
     mf = model_file_from_bytes(models["mlp"])
     df = _frame(spark, x[:40]).select("id", F.array(*NAMES).alias("pixels"))
-    rows = sorted(score_dataframe(df, mf, features="pixels", batch_size=3).df.collect(),
+    rows = sorted(score_dataframe(df, mf, features="pixels", batch_size=3).collect(),
                   key=lambda r: r.id)
     out, _ = _expected(mf, x[:40])
     np.testing.assert_allclose(_probabilities(rows, 2)[:, 1], out[:, -1], atol=2e-6)
@@ -208,7 +214,7 @@ def test_folded_codes_equal_scoring_the_decoded_floats(spark, data, encoded, nam
     cb = qm.codebook
     mf = model_file_from_bytes(models[name])
     got = sorted(score_dataframe(codes, mf, codebook=cb, method=method, batch_size=4)
-                 .df.collect(), key=lambda r: r.id)
+                 .collect(), key=lambda r: r.id)
     # The decoded floats, scored by the numpy core.
     pdf = codes.toPandas().sort_values("id")
     dec = np.stack([Q.decode(cb.column(n).encoder, pdf[n].to_numpy()) for n in NAMES], axis=1)
@@ -241,8 +247,8 @@ def test_bad_codes_get_null_scores_and_the_rest_equal_the_core(spark, data, enco
         df = df.withColumn(c, F.when(F.col("id") == row_id, F.lit(v).cast(dtype))
                            .otherwise(F.col(c)))
     mf = model_file_from_bytes(models[name])
-    sf = score_dataframe(df, mf, codebook=cb, method=method, batch_size=5)
-    got = sorted(sf.df.collect(), key=lambda r: r.id)
+    got = sorted(score_dataframe(df, mf, codebook=cb, method=method, batch_size=5).collect(),
+                 key=lambda r: r.id)
     pdf = df.toPandas().sort_values("id")
     c = np.stack([pdf[n].fillna(-1).to_numpy().astype(np.int64) for n in NAMES], axis=1)
     scorer = fold_codes(mf.model, [cb.column(n).encoder for n in NAMES], names=NAMES)
@@ -402,14 +408,14 @@ def test_multiclass_linear_expression_on_an_array_column(spark, data):
     from pyspark.sql import functions as F
 
     from spark_compress.core.model import linear
-    from spark_compress.spark.score import model_file_from_bytes, score_dataframe
+    from spark_compress.spark.score import model_file_from_bytes, score_with_details
 
     x, _, _ = data
     rng = np.random.default_rng(5)
     m = linear(rng.normal(size=(N_FEATURES, 4)), rng.normal(size=4), "multiclass")
     mf = model_file_from_bytes(model_to_bytes(C.compress(m, C.Plan())))
     df = _frame(spark, x[:50]).select("id", F.array(*NAMES).alias("v"))
-    sf = score_dataframe(df, mf, features="v", method="auto")
+    sf = score_with_details(df, mf, features="v", method="auto")
     assert sf.method == "expression" and sf.df.columns == ["id", "v", "prediction", "probability"]
     rows = sorted(sf.df.collect(), key=lambda r: r.id)
     out, _ = _expected(mf, x[:50])
