@@ -354,7 +354,7 @@ def _fit_vocabularies(df: DataFrame, plans: Sequence[ColumnPlan],
     # their numeric value, strings by their text.
     key = F.when(F.col("i").isin([i for i, p in enumerate(plans)
                                    if p.source_type != "string"]),
-                 F.col("v").cast("double")).otherwise(F.lit(None))
+                 F.col("v").cast("long")).otherwise(F.lit(None))
     w = Window.partitionBy("i").orderBy(F.col("count").desc(), key.asc(), F.col("v").asc())
     top = counts.withColumn("r", F.row_number().over(w)).where(F.col("r") <= caps)
     out: dict[str, tuple[list, list[int]]] = {p.name: ([], []) for p in plans}
@@ -396,6 +396,13 @@ def _null_mask(arr: pa.Array) -> np.ndarray | None:
     return arr.is_null().to_numpy(zero_copy_only=False)
 
 
+def _as_float64(arr: pa.Array) -> np.ndarray:
+    """``arr`` as float64, nulls as NaN. A bigint beyond 2**53 rounds to the nearest double, as
+    Spark's ``cast("double")`` rounds it on the native path and in the fit (pyarrow's default
+    safe cast refuses such values), so both encode paths give the same codes."""
+    return arr.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+
+
 def _encode_arrow(cb: ColumnCodebook, arr: pa.Array) -> pa.Array:
     mask = _null_mask(arr)
     t = _arrow_int_type(cb.code_type)
@@ -408,7 +415,7 @@ def _encode_arrow(cb: ColumnCodebook, arr: pa.Array) -> pa.Array:
             idx = pc.index_in(arr, value_set=vocab.cast(arr.type))
             codes = idx.fill_null(Q.CODE_OOV).to_numpy(zero_copy_only=False).astype(np.int64)
     else:
-        x = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        x = _as_float64(arr)
         codes = Q.encode(enc, x)
     return pa.array(codes.astype(t.to_pandas_dtype()), type=t, mask=mask)
 
@@ -546,7 +553,7 @@ def _column_errors(cb: ColumnCodebook, arr: pa.Array) -> tuple[int, float, float
         valid = arr.drop_null()
         oov = int((_encode_arrow(cb, valid).to_numpy(zero_copy_only=False) == Q.CODE_OOV).sum())
         return 0, 0.0, 0.0, 0, oov
-    x = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    x = _as_float64(arr)
     x = x[np.isfinite(x)]  # nulls came out as NaN
     if x.size == 0:
         return 0, 0.0, 0.0, 0, 0

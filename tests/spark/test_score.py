@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ def test_scores_equal_the_numpy_core(spark, data, name, method):
     x, _, models = data
     mf = model_file_from_bytes(models[name])
     plain = score_dataframe(_frame(spark, x), mf, method=method, batch_size=5)
-    assert type(plain) is DataFrame and plain.columns == ["id", *NAMES, *(
+    assert isinstance(plain, DataFrame) and plain.columns == ["id", *NAMES, *(
         ["prediction"] if name == "reg" else ["prediction", "probability"])]
     sf = score_with_details(_frame(spark, x), mf, method=method, batch_size=5)
     assert sf.method == method
@@ -421,3 +422,98 @@ def test_multiclass_linear_expression_on_an_array_column(spark, data):
     out, _ = _expected(mf, x[:50])
     np.testing.assert_allclose(_probabilities(rows, 4), out, rtol=0, atol=2e-6)
     assert [r.prediction for r in rows] == np.argmax(out, axis=1).astype(float).tolist()
+
+
+# ------------------------------------------------------------------------- passthrough codes
+
+
+@pytest.fixture(scope="module")
+def quantized_table(spark, data, tmp_path_factory):
+    """A quantize_features output of the features plus three columns the model does not read:
+    ``Time`` (integer seconds 0..172,792, minmax 16 bits: codes up to 65,535), ``amount``
+    (quantile 8 bits) and ``kind`` (a dictionary of strings); ``id`` passes through."""
+    from spark_compress.io.codebook import write_codebook
+    from spark_compress.spark.ml import FeatureQuantizer
+
+    x, _, models = data
+    rng = np.random.default_rng(11)
+    pdf = pd.DataFrame(x, columns=NAMES)
+    pdf.insert(0, "id", np.arange(len(x), dtype=np.int64))
+    pdf["Time"] = np.sort(rng.integers(0, 172_793, size=len(x))).astype(np.int64)
+    pdf.loc[len(x) - 1, "Time"] = 172_792
+    pdf["amount"] = rng.lognormal(3.0, 1.5, size=len(x))
+    pdf["kind"] = rng.choice(["card", "wire", "cash"], size=len(x))
+    root = tmp_path_factory.mktemp("passthrough_codes")
+    df = spark.createDataFrame(pdf).repartition(3)
+    settings = {"Time": {"method": "minmax", "bits": 16},
+                "amount": {"method": "quantile", "bits": 8}, "kind": {"method": "dictionary"}}
+    qm = FeatureQuantizer(passthroughCols=["id"], columnSettings=json.dumps(settings)).fit(df)
+    qdir = root / "quantized"
+    qm.transform(df).write.parquet(str(qdir / "data"))
+    write_codebook(qm.codebook, qdir / "codebook.json")
+    (qdir / "_SUCCESS").write_text("")
+    (root / "model.safetensors").write_bytes(models["mlp"])
+    return root, pdf
+
+
+def test_score_output_decodes_the_encoded_passthrough_columns(spark, quantized_table, capsys):
+    """Defect: the score output held ``Time`` as its raw 16-bit codes (max 65,535). Now every
+    encoded column that is not a feature equals what dequantize_features restores."""
+    import pyarrow.parquet as pq
+
+    root, pdf = quantized_table
+    rc, cap = _score_main(capsys, ["--model", root / "model.safetensors", "--input",
+                                   root / "quantized", "--output", root / "scores"])
+    assert rc == 0, cap.err
+    report = json.loads((root / "scores" / "report.json").read_text())
+    assert report["codes"] == "fold"
+    assert report["passthrough"] == ["id", "Time", "amount", "kind"]
+    assert report["passthrough_codes"] == {"decoded": ["Time", "amount", "kind"], "dropped": []}
+    spec = importlib.util.spec_from_file_location("job_deq", REPO / "jobs" /
+                                                  "dequantize_features.py")
+    deq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(deq)
+    assert deq.main(["--input", str(root / "quantized"), "--output",
+                     str(root / "restored")]) == 0
+    capsys.readouterr()
+    scored = pq.read_table(root / "scores" / "data")
+    restored = pq.read_table(root / "restored" / "data").to_pandas().sort_values("id")
+    got = scored.to_pandas().sort_values("id")
+    assert list(got.columns) == ["id", "Time", "amount", "kind", "prediction", "probability"]
+    for c in ("Time", "amount", "kind"):
+        assert scored.schema.field(c).type == pq.read_schema(
+            next((root / "restored" / "data").glob("*.parquet"))).field(c).type
+        assert got[c].tolist() == restored[c].tolist(), c
+    # The real range, to within half a 16-bit step (172,792 / 65,535 / 2 = 1.32 s).
+    step = 172_792 / 65_535
+    assert got["Time"].max() == pytest.approx(172_792, abs=step / 2)
+    assert np.abs(got["Time"].to_numpy() - pdf.sort_values("id")["Time"].to_numpy()).max() \
+        <= step / 2 + 1e-6
+    assert got["kind"].tolist() == pdf.sort_values("id")["kind"].tolist()
+
+
+def test_score_output_drops_the_encoded_passthrough_columns_on_request(spark, quantized_table,
+                                                                       capsys, tmp_path):
+    import pyarrow.parquet as pq
+
+    root, _ = quantized_table
+    (tmp_path / "drop.toml").write_text('[score]\npassthrough_codes = "drop"\n')
+    rc, cap = _score_main(capsys, ["--model", root / "model.safetensors", "--input",
+                                   root / "quantized", "--output", tmp_path / "scores",
+                                   "--config", tmp_path / "drop.toml"])
+    assert rc == 0, cap.err
+    report = json.loads((tmp_path / "scores" / "report.json").read_text())
+    assert report["passthrough"] == ["id"]
+    assert report["passthrough_codes"] == {"decoded": [], "dropped": ["Time", "amount", "kind"]}
+    assert pq.read_table(tmp_path / "scores" / "data").column_names == [
+        "id", "prediction", "probability"]
+    # Listing an encoded column in passthrough and asking to drop codes contradict: exit 2.
+    (tmp_path / "both.toml").write_text('[score]\npassthrough = ["id", "Time"]\n'
+                                        'passthrough_codes = "drop"\n')
+    rc, cap = _score_main(capsys, ["--model", root / "model.safetensors", "--input",
+                                   root / "quantized", "--output", tmp_path / "both",
+                                   "--config", tmp_path / "both.toml"])
+    assert rc == 2
+    assert re.search(r"passthrough lists the encoded column\(s\) \['Time'\] but "
+                     r"passthrough_codes = \"drop\"", cap.err), cap.err
+    assert not (tmp_path / "both").exists()
