@@ -1,7 +1,8 @@
 """What every ``spark-submit`` job shares: arguments, session, reading, exit codes, timing logs.
 
-Exit codes: 0 success; 2 bad input or config (a :class:`SparkCompressError`, an unreadable input
-path or file, a column Spark cannot resolve), with a one-line message on stderr; 1 anything else.
+Exit codes: 0 success; 2 bad input or config (a :class:`SparkCompressError`, also a
+:class:`~spark_compress.errors.TaskDataError` raised inside a task, an unreadable input path or
+file, a column Spark cannot resolve), with a one-line message on stderr; 1 anything else.
 The last line a successful run prints on stdout is one JSON summary. (Under ``spark-submit`` the
 Python driver's stderr is merged into spark-submit's stdout by Spark's PythonRunner, so there the
 messages and logs arrive on stdout too; the summary is still the last line.)

@@ -15,6 +15,11 @@ Two ways to run a model, chosen per model (``method="auto"``) or by the caller:
 With a ``codebook`` (the input is the output of ``quantize_features``), each feature column holds
 codes and its dequantization is folded into the first layer
 (:func:`spark_compress.core.scoring.fold_codes`): the float features are never materialised.
+The other columns are returned as they are; ``jobs/score.py`` decodes the encoded ones it
+writes (``[score] passthrough_codes``).
+
+:func:`score_dataframe` returns the scored DataFrame; :func:`score_with_details` returns it in a
+:class:`ScoredFrame` with the method chosen, the bytes broadcast and the workers' peak memory.
 
 Output columns (added to the input's): ``prediction`` (double: the class index for
 classification, the value for a one-output regression, ``array<double>`` for a multi-output
