@@ -236,11 +236,6 @@ def read_input(spark: SparkSession, path: str, fmt: str, options: Sequence[str],
     try:
         return spark.read.format(fmt).options(**opts).load(p.as_uri())
     except (PySparkException, Py4JJavaError) as e:
-        # A TaskDataError raised in a task reaches the driver as Spark's exception text.
-        task_message = task_data_error_message(e)
-        if task_message is not None:
-            print(f"{job}: error: {task_message}", file=sys.stderr)
-            return 2
         message = _bad_input_message(e)
         if message is None:
             raise
