@@ -60,7 +60,7 @@ from spark_compress.io.codebook import write_codebook  # noqa: E402
 from spark_compress.io.importers import import_model  # noqa: E402
 from spark_compress.io.model_file import model_to_bytes  # noqa: E402
 from spark_compress.spark.ml import FeatureQuantizer  # noqa: E402
-from spark_compress.spark.score import model_file_from_bytes, score_dataframe  # noqa: E402
+from spark_compress.spark.score import model_file_from_bytes, score_with_details  # noqa: E402
 
 OUT = ROOT / "bench-out" / "scoring"
 
@@ -200,7 +200,7 @@ def bench_models(spark, name, df, features, pairs, reps, *, array_col=False, cod
         r["predict_batch_udf"], r["predict_batch_udf_runs"] = t, runs
         fkw = {"features": features} if array_col else {}
         for key, mf in (("ours", mf_c), ("ours_float", mf_f)):
-            sf = score_dataframe(df.select(*feats), mf, **fkw)
+            sf = score_with_details(df.select(*feats), mf, **fkw)
             t, runs = timed(lambda: noop(sf.df.select(*sf.output_cols)), reps)
             r[key], r[f"{key}_runs"], r[f"{key}_method"] = t, runs, sf.method
             r[f"{key}_broadcast_bytes"] = sf.broadcast_bytes
@@ -208,7 +208,7 @@ def bench_models(spark, name, df, features, pairs, reps, *, array_col=False, cod
                 r[f"{key}_peak_worker_rss"] = sf.peak_worker_rss.value
         if codes is not None:
             cdf, cb = codes
-            sf = score_dataframe(cdf, mf_c, codebook=cb)
+            sf = score_with_details(cdf, mf_c, codebook=cb)
             t, runs = timed(lambda: noop(sf.df.select(*sf.output_cols)), reps)
             r["ours_codes"], r["ours_codes_runs"], r["ours_codes_method"] = t, runs, sf.method
         if labelled is not None:

@@ -10,6 +10,7 @@ Unknown sections and keys are errors that name the file and the key.
     method = "auto"              # auto | expression | arrow (spark_compress.spark.score)
     batch_size = 8192            # rows per forward pass in a Python worker
     codes = "fold"               # input written by quantize_features: fold | decode
+    passthrough_codes = "decode" # other encoded columns of such an input: decode | drop
     prediction_col = "prediction"
     probability_col = "probability"
 """
@@ -26,6 +27,7 @@ from spark_compress.io.model_config import _features, _label as _name
 
 METHODS = ("auto", "expression", "arrow")
 CODES = ("fold", "decode")
+PASSTHROUGH_CODES = ("decode", "drop")
 
 
 def _columns(v: Any, where: str) -> tuple[str, ...]:
@@ -67,6 +69,10 @@ REFERENCE: tuple[ConfigKey, ...] = (
               "Input written by quantize_features: fold the dequantization into the first layer "
               "(score the codes), or decode the codes to floats first.", "decode",
               default="fold", attribute="codes"),
+    ConfigKey("score", "passthrough_codes", f"string: {' | '.join(PASSTHROUGH_CODES)}",
+              "Input written by quantize_features: the other encoded columns it copies to the "
+              "output are decoded to their values, or dropped (never written as raw codes).",
+              "drop", default="decode", attribute="passthrough_codes"),
     ConfigKey("score", "prediction_col", "column name", "Output column of the predictions.",
               "pred", default="prediction", attribute="prediction_col"),
     ConfigKey("score", "probability_col", "column name",
@@ -75,7 +81,8 @@ REFERENCE: tuple[ConfigKey, ...] = (
 )
 
 _KEYS = {"features": _features, "passthrough": _columns, "method": _choice(METHODS),
-         "batch_size": _positive_int, "codes": _choice(CODES), "prediction_col": _name,
+         "batch_size": _positive_int, "codes": _choice(CODES),
+         "passthrough_codes": _choice(PASSTHROUGH_CODES), "prediction_col": _name,
          "probability_col": _name}
 
 
@@ -86,6 +93,7 @@ class ScoreConfig:
     method: str = "auto"
     batch_size: int = 8192
     codes: str = "fold"
+    passthrough_codes: str = "decode"
     prediction_col: str = "prediction"
     probability_col: str = "probability"
     source: str = "<defaults>"

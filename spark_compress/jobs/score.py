@@ -7,10 +7,14 @@
 ``--model`` is a file written by ``compress_model`` (or its output directory). When ``--input``
 is the output directory of ``quantize_features`` (``codebook.json`` and ``data/``), its codes
 are scored directly, with the dequantization folded into the model's first layer (``[score]
-codes = "decode"`` decodes them to floats first instead). Writes ``OUT/data/`` (Parquet:
-passthrough columns, ``prediction`` and, for classifiers, ``probability``), ``OUT/report.json``
-and ``OUT/_SUCCESS``, atomically. Exit codes: 0 ok, 2 bad input or config, 1 failure. A rerun
-with the same model, input, config and arguments over a finished output is skipped.
+codes = "decode"`` decodes them to floats first instead); its other encoded columns are
+decoded to their values in the output, as ``dequantize_features`` decodes them, or left out with
+``[score] passthrough_codes = "drop"`` (``report.json`` lists them under ``passthrough_codes``).
+Writes ``OUT/data/`` (Parquet: passthrough columns, ``prediction`` and, for classifiers,
+``probability``), ``OUT/report.json`` and ``OUT/_SUCCESS``, atomically. Exit codes: 0 ok, 2 bad
+input or config (also a bad row found inside a task, such as a code its codebook does not
+allow), 1 failure. A rerun with the same model, input, config and arguments over a finished
+output is skipped.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pyspark.sql import functions as F
 
 from spark_compress.errors import ConfigError, DataError
 from spark_compress.io import output as O
-from spark_compress.io.codebook import read_codebook
+from spark_compress.io.codebook import Codebook, read_codebook
 from spark_compress.io.model_file import hmac_key_from_env
 from spark_compress.io.score_config import load_score_config
 from spark_compress.spark import features as FT
@@ -68,7 +72,7 @@ def run(args, spark, run_id, ctx) -> dict:
             if codebook is not None and config.codes == "decode":
                 df = FT.decode_features(df, codebook)
         fold = codebook is not None and config.codes == "fold"
-        scored = SC.score_dataframe(
+        scored = SC.score_with_details(
             df, model, features=config.features, codebook=codebook if fold else None,
             method=config.method, batch_size=config.batch_size,
             prediction_col=config.prediction_col, probability_col=config.probability_col)
@@ -79,15 +83,16 @@ def run(args, spark, run_id, ctx) -> dict:
         if rows_in == 0:
             raise DataError(f"--input {args.input}: the dataset has no rows; nothing to score")
         feats = [scored.features] if isinstance(scored.features, str) else list(scored.features)
-        passthrough = list(config.passthrough) if config.passthrough is not None else [
-            c for c in df.columns if c not in feats]
-        missing = [c for c in passthrough if c not in df.columns]
-        if missing:
-            raise ConfigError(f"{config.source}: [score] passthrough column(s) {missing} are not "
-                              f"in the input, whose columns are: {', '.join(df.columns)}")
+        passthrough, decoded, dropped = _passthrough(config, df.columns, feats, codebook)
+        result = scored.df.select(*passthrough, *scored.output_cols)
+        if fold and decoded:
+            # The codes of the columns copied to the output become values, with the decode
+            # dequantize_features runs (specials -> NaN/inf, unknown categories -> null).
+            result = FT.decode_features(result, Codebook(
+                tuple(codebook.column(c) for c in decoded)))
         with jobkit.phase("score+write", method=scored.method, codes=fold) as info:
             t0 = time.perf_counter()
-            scored.df.select(*passthrough, *scored.output_cols).write.parquet(out.uri("data"))
+            result.write.parquet(out.uri("data"))
             seconds = time.perf_counter() - t0
         written = spark.read.parquet(out.uri("data"))
         counts = written.agg(F.count(F.lit(1)).alias("rows"),
@@ -102,7 +107,9 @@ def run(args, spark, run_id, ctx) -> dict:
             "rows_in": rows_in, "rows_out": rows_out, "invalid_rows": invalid,
             "method": scored.method, "codes": "fold" if fold else (
                 "decode" if codebook is not None else None),
-            "features": feats, "passthrough": passthrough, "input_quality": quality,
+            "features": feats, "passthrough": passthrough,
+            "passthrough_codes": {"decoded": decoded, "dropped": dropped},
+            "input_quality": quality,
             "output_columns": list(scored.output_cols),
             "broadcast_bytes": scored.broadcast_bytes, "model_file_bytes": len(model.data),
             "seconds": round(seconds, 3),
@@ -121,6 +128,31 @@ def run(args, spark, run_id, ctx) -> dict:
     return {k: report[k] for k in ("rows_in", "rows_out", "invalid_rows", "method",
                                    "broadcast_bytes", "rows_per_second")} | {
         "output": args.output}
+
+
+def _passthrough(config, columns: list[str], feats: list[str], codebook: Codebook | None,
+                 ) -> tuple[list[str], list[str], list[str]]:
+    """The columns copied to the output, and which of them hold codes of ``codebook`` (decoded
+    in the output) or were left out because they hold codes (``[score] passthrough_codes =
+    "drop"``). Codes are never written under a column's name as if they were its values."""
+    encoded = {c.name for c in codebook.columns} if codebook is not None else set()
+    if config.passthrough is not None:
+        passthrough = list(config.passthrough)
+        missing = [c for c in passthrough if c not in columns]
+        if missing:
+            raise ConfigError(f"{config.source}: [score] passthrough column(s) {missing} are "
+                              f"not in the input, whose columns are: {', '.join(columns)}")
+        codes = [c for c in passthrough if c in encoded]
+        if codes and config.passthrough_codes == "drop":
+            raise ConfigError(f"{config.source}: [score] passthrough lists the encoded "
+                              f"column(s) {codes} but passthrough_codes = \"drop\"; remove "
+                              f"them from passthrough or set passthrough_codes = \"decode\"")
+    else:
+        passthrough = [c for c in columns if c not in feats]
+    codes = [c for c in passthrough if c in encoded]
+    if config.passthrough_codes == "drop":
+        return [c for c in passthrough if c not in encoded], [], codes
+    return passthrough, codes, []
 
 
 def build_parser():

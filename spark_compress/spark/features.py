@@ -24,7 +24,7 @@ from pyspark.sql import types as T
 
 from spark_compress.core import quantize as Q
 from spark_compress.core import sketch
-from spark_compress.errors import DataError, SchemaError
+from spark_compress.errors import DataError, SchemaError, TaskDataError, marked
 from spark_compress.io.codebook import Codebook, ColumnCodebook
 from spark_compress.io.config import FeatureConfig, toml_table
 
@@ -421,7 +421,7 @@ def _fit_vocabularies(df: DataFrame, plans: Sequence[ColumnPlan],
     # their numeric value, strings by their text.
     key = F.when(F.col("i").isin([i for i, p in enumerate(plans)
                                    if p.source_type != "string"]),
-                 F.col("v").cast("double")).otherwise(F.lit(None))
+                 F.col("v").cast("long")).otherwise(F.lit(None))
     w = Window.partitionBy("i").orderBy(F.col("count").desc(), key.asc(), F.col("v").asc())
     top = counts.withColumn("r", F.row_number().over(w)).where(F.col("r") <= caps)
     out: dict[str, tuple[list, list[int]]] = {p.name: ([], []) for p in plans}
@@ -463,6 +463,13 @@ def _null_mask(arr: pa.Array) -> np.ndarray | None:
     return arr.is_null().to_numpy(zero_copy_only=False)
 
 
+def _as_float64(arr: pa.Array) -> np.ndarray:
+    """``arr`` as float64, nulls as NaN. A bigint beyond 2**53 rounds to the nearest double, as
+    Spark's ``cast("double")`` rounds it on the native path and in the fit (pyarrow's default
+    safe cast refuses such values), so both encode paths give the same codes."""
+    return arr.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+
+
 def _encode_arrow(cb: ColumnCodebook, arr: pa.Array) -> pa.Array:
     mask = _null_mask(arr)
     t = _arrow_int_type(cb.code_type)
@@ -475,7 +482,7 @@ def _encode_arrow(cb: ColumnCodebook, arr: pa.Array) -> pa.Array:
             idx = pc.index_in(arr, value_set=vocab.cast(arr.type))
             codes = idx.fill_null(Q.CODE_OOV).to_numpy(zero_copy_only=False).astype(np.int64)
     else:
-        x = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        x = _as_float64(arr)
         codes = Q.encode(enc, x)
     return pa.array(codes.astype(t.to_pandas_dtype()), type=t, mask=mask)
 
@@ -486,11 +493,14 @@ def _decode_arrow(cb: ColumnCodebook, arr: pa.Array) -> pa.Array:
     # Null codes stay null; they are filled with a code every codebook accepts, then masked.
     fill = Q.CODE_OOV if isinstance(enc, Q.DictionaryEncoder) else Q.CODE_NAN
     codes = arr.cast(pa.int64()).fill_null(fill).to_numpy(zero_copy_only=False)
-    if isinstance(enc, Q.DictionaryEncoder):
-        values, missing = Q.decode_dictionary(enc, codes)
-        missing = missing if mask is None else (missing | mask)
-        return pa.array(values, type=_spark_to_arrow(cb.source_type), mask=missing)
-    x = Q.decode(enc, codes)
+    try:  # runs in a task: the driver recovers the message of a TaskDataError (exit 2)
+        if isinstance(enc, Q.DictionaryEncoder):
+            values, missing = Q.decode_dictionary(enc, codes)
+            missing = missing if mask is None else (missing | mask)
+            return pa.array(values, type=_spark_to_arrow(cb.source_type), mask=missing)
+        x = Q.decode(enc, codes)
+    except DataError as e:
+        raise TaskDataError(f"column '{cb.name}': {e}") from None
     t = _arrow_float_type(cb.source_type)
     return pa.array(x.astype(t.to_pandas_dtype()), type=t, mask=mask)
 
@@ -561,7 +571,7 @@ def encode_features(df: DataFrame, codebook: Codebook, *, keep: Sequence[str] | 
 def _affine_value(c: Column, q: Q.AffineQuantizer, name: str, source_type: str) -> Column:
     code = c.cast("int")
     x = (code.cast("double") - F.lit(q.zero_point)) * F.lit(q.scale)
-    bad = F.raise_error(F.concat(F.lit(f"column '{name}': code "), code.cast("string"),
+    bad = F.raise_error(F.concat(F.lit(marked(f"column '{name}': code ")), code.cast("string"),
                                  F.lit(f" is not valid (0..{q.qmax} or -1/-2/-3); the data does "
                                        f"not match its codebook")))
     out = (F.when(code.isNull(), F.lit(None))
@@ -610,14 +620,22 @@ def _column_errors(cb: ColumnCodebook, arr: pa.Array) -> tuple[int, float, float
         valid = arr.drop_null()
         oov = int((_encode_arrow(cb, valid).to_numpy(zero_copy_only=False) == Q.CODE_OOV).sum())
         return 0, 0.0, 0.0, 0, oov
-    x = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    x = x[np.isfinite(x)]  # nulls came out as NaN
+    x = _as_float64(arr)
+    finite = np.isfinite(x)  # nulls came out as NaN
+    x = x[finite]
     if x.size == 0:
         return 0, 0.0, 0.0, 0, 0
     x_hat = Q.decode(enc, Q.encode(enc, x))
     if cb.source_type == "float":
         x_hat = x_hat.astype(np.float32).astype(np.float64)
-    d = np.abs(x - x_hat)
+    if pa.types.is_int64(arr.type):
+        # Measured against the exact integer, not its float64 rounding (up to 1,024 off near
+        # 2**63): high and low halves are each exact in float64.
+        ints = arr.fill_null(0).to_numpy(zero_copy_only=False)[finite]
+        high = (ints >> 32) << 32
+        d = np.abs((high.astype(np.float64) - x_hat) + (ints - high).astype(np.float64))
+    else:
+        d = np.abs(x - x_hat)
     if isinstance(enc, Q.AffineQuantizer) and enc.lo is not None:
         clipped = int(((x < enc.lo) | (x > enc.hi)).sum())
     elif isinstance(enc, Q.QuantileQuantizer):

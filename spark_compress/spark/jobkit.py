@@ -1,7 +1,8 @@
 """What every ``spark-submit`` job shares: arguments, session, reading, exit codes, timing logs.
 
-Exit codes: 0 success; 2 bad input or config (a :class:`SparkCompressError`, an unreadable input
-path or file, a column Spark cannot resolve), with a one-line message on stderr; 3 quality gate
+Exit codes: 0 success; 2 bad input or config (a :class:`SparkCompressError`, also a
+:class:`~spark_compress.errors.TaskDataError` raised inside a task, an unreadable input path or
+file, a column Spark cannot resolve), with a one-line message on stderr; 3 quality gate
 failed (:class:`QualityGateFailed`: the output is written but marked ``_GATE_FAILED`` instead of
 ``_SUCCESS``, see :mod:`spark_compress.io.gate`; the summary has ``"status": "gate_failed"``);
 1 anything else.
@@ -51,7 +52,12 @@ from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
 from spark_compress import __version__
-from spark_compress.errors import ConfigError, QualityGateFailed, SparkCompressError
+from spark_compress.errors import (
+    ConfigError,
+    QualityGateFailed,
+    SparkCompressError,
+    task_data_error_message,
+)
 from spark_compress.io import output as O
 from spark_compress.io.output import local_path
 
@@ -446,6 +452,11 @@ def run_job(job: str, parser: argparse.ArgumentParser,
                           **e.summary}, sort_keys=True))
         return EXIT_GATE_FAILED
     except (PySparkException, Py4JJavaError) as e:
+        # A TaskDataError raised in a task reaches the driver as Spark's exception text.
+        task_message = task_data_error_message(e)
+        if task_message is not None:
+            print(f"{job}: error: {task_message}", file=sys.stderr)
+            return 2
         message = _bad_input_message(e)
         if message is not None:
             print(f"{job}: error: cannot read the input: {message}", file=sys.stderr)

@@ -120,4 +120,4 @@ class CompressedModelScorer(Transformer, DefaultParamsReadable, DefaultParamsWri
             codebook=codebook, method=self.getOrDefault(self.method),
             batch_size=self.getOrDefault(self.batchSize),
             prediction_col=self.getOrDefault(self.predictionCol),
-            probability_col=self.getOrDefault(self.probabilityCol)).df
+            probability_col=self.getOrDefault(self.probabilityCol))

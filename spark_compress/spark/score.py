@@ -15,6 +15,11 @@ Two ways to run a model, chosen per model (``method="auto"``) or by the caller:
 With a ``codebook`` (the input is the output of ``quantize_features``), each feature column holds
 codes and its dequantization is folded into the first layer
 (:func:`spark_compress.core.scoring.fold_codes`): the float features are never materialised.
+The other columns are returned as they are; ``jobs/score.py`` decodes the encoded ones it
+writes (``[score] passthrough_codes``).
+
+:func:`score_dataframe` returns the scored DataFrame; :func:`score_with_details` returns it in a
+:class:`ScoredFrame` with the method chosen, the bytes broadcast and the workers' peak memory.
 
 Output columns (added to the input's): ``prediction`` (double: the class index for
 classification, the value for a one-output regression, ``array<double>`` for a multi-output
@@ -50,7 +55,7 @@ from spark_compress.core import quantize as Q
 from spark_compress.core import scoring as S
 from spark_compress.core.compress import decompress
 from spark_compress.core.model import Model
-from spark_compress.errors import ConfigError, DataError, FormatError, SchemaError
+from spark_compress.errors import ConfigError, FormatError, SchemaError, TaskDataError
 from spark_compress.io.codebook import Codebook
 from spark_compress.io.model_file import model_from_bytes
 from spark_compress.io.score_config import METHODS
@@ -155,10 +160,45 @@ def _peak_rss_bytes() -> int:
 # --------------------------------------------------------------------------- scoring
 
 
+def score_dataframe(df: DataFrame, model: ModelFile, *,
+                    features: Sequence[str] | str | None = None,
+                    codebook: Codebook | None = None, method: str = "auto",
+                    batch_size: int = DEFAULT_BATCH_SIZE, prediction_col: str = "prediction",
+                    probability_col: str = "probability") -> DataFrame:
+    """``df`` with the prediction columns added (module docstring), lazily: every input column,
+    then ``prediction_col`` and, for classifiers, ``probability_col``.
+
+    ``features``: the input columns in the model's order, or one ``array<numeric>`` column;
+    default: the names the model file records. With ``codebook`` the feature columns hold the
+    integer codes ``quantize_features`` wrote (array columns are not supported there); the other
+    columns are returned as they are (decode them with
+    :func:`spark_compress.spark.features.decode_features`). ``method``: ``auto``, ``expression``
+    or ``arrow``; ``batch_size``: rows per forward pass in a Python worker (``arrow``).
+
+    Raises :class:`ConfigError` for a bad method, batch size or a model without recorded inputs
+    when ``features`` is not given, and :class:`SchemaError` naming every missing column, a
+    non-numeric column, a feature that is not in the codebook, or an output column that exists.
+    An array feature column with an array of the wrong length fails the action with a
+    :class:`TaskDataError` naming the column (jobs exit 2 with its message).
+
+    :func:`score_with_details` takes the same arguments and also says how the frame is scored.
+    """
+    return score_with_details(df, model, features=features, codebook=codebook, method=method,
+                              batch_size=batch_size, prediction_col=prediction_col,
+                              probability_col=probability_col).df
+
+
 @dataclass(frozen=True)
 class ScoredFrame:
-    """The scored DataFrame and how it was made. ``peak_worker_rss`` (an accumulator) holds the
-    largest resident memory of a Python worker once an action has run (``arrow`` only)."""
+    """What :func:`score_with_details` returns: the scored DataFrame and how it is scored.
+
+    ``df``: the DataFrame :func:`score_dataframe` returns. ``method``: ``"expression"`` or
+    ``"arrow"`` (what ``auto`` chose). ``broadcast_bytes``: bytes broadcast to the executors (the
+    model file on the ``arrow`` path, 0 on ``expression``). ``features``: the feature columns
+    read (a tuple, or the name of the array column). ``output_cols``: the columns added.
+    ``peak_worker_rss``: on the ``arrow`` path, an accumulator whose ``.value`` is the largest
+    resident memory (bytes) of a Python worker that scored, once an action has run; else None.
+    """
 
     df: DataFrame
     method: str
@@ -168,21 +208,14 @@ class ScoredFrame:
     peak_worker_rss: Any = None
 
 
-def score_dataframe(df: DataFrame, model: ModelFile, *,
-                    features: Sequence[str] | str | None = None,
-                    codebook: Codebook | None = None, method: str = "auto",
-                    batch_size: int = DEFAULT_BATCH_SIZE, prediction_col: str = "prediction",
-                    probability_col: str = "probability") -> ScoredFrame:
-    """``df`` with prediction columns added (module docstring), lazily.
-
-    ``features``: the input columns in the model's order, or one ``array<numeric>`` column;
-    default: the names the model file records. With ``codebook`` the feature columns hold the
-    integer codes ``quantize_features`` wrote (array columns are not supported there).
-
-    Raises :class:`ConfigError` for a bad method, batch size or a model without recorded inputs
-    when ``features`` is not given, and :class:`SchemaError` naming every missing column, a
-    non-numeric column, a feature that is not in the codebook, or an output column that exists.
-    """
+def score_with_details(df: DataFrame, model: ModelFile, *,
+                       features: Sequence[str] | str | None = None,
+                       codebook: Codebook | None = None, method: str = "auto",
+                       batch_size: int = DEFAULT_BATCH_SIZE, prediction_col: str = "prediction",
+                       probability_col: str = "probability") -> ScoredFrame:
+    """:func:`score_dataframe` (same arguments, same errors), returning a :class:`ScoredFrame`:
+    the scored DataFrame with the method chosen, the bytes broadcast and the Python workers'
+    peak memory (what ``jobs/score.py`` reports)."""
     if method not in METHODS:
         raise ConfigError(f"The 'method' parameter must be one of {METHODS}. Got {method!r} "
                           f"instead.")
@@ -377,22 +410,26 @@ def _result_type(m: Model) -> T.StructType:
                          T.StructField("probability", T.ArrayType(T.DoubleType(), False))])
 
 
-def _matrix(arr: pa.Array, n_features: int, codes: bool) -> np.ndarray:
+def _matrix(arr: pa.Array, n_features: int, codes: bool, column: str) -> np.ndarray:
     """One Arrow batch of the packed feature column (a list per row) as an ``(n, n_features)``
-    matrix: float32 with NaN for nulls, or int64 codes with -1 for nulls."""
+    matrix: float32 with NaN for nulls, or int64 codes with -1 for nulls. Runs in a task: an
+    array of the wrong length (only an array ``column`` can have one) is a
+    :class:`TaskDataError` naming ``column``."""
     n = len(arr)
     lengths = arr.value_lengths().fill_null(n_features).to_numpy(zero_copy_only=False)
     if (lengths != n_features).any():
         bad = int(lengths[np.argmax(lengths != n_features)])
-        raise DataError(f"an array of length {bad} was found; the model takes {n_features} "
-                        f"features")
+        raise TaskDataError(f"feature column {column!r} holds an array of length {bad}; the "
+                            f"model takes {n_features} features (fix or filter those rows)")
     if arr.null_count:  # a null array: a row of nulls
         arr = arr.fill_null(pa.scalar([None] * n_features, arr.type))
     values = arr.flatten()
     if codes:
         values = values.fill_null(-1) if values.null_count else values
         return values.to_numpy(zero_copy_only=False).astype(np.int64).reshape(n, n_features)
-    values = pc.cast(values, pa.float32())
+    # safe=False: a bigint beyond 2**24 rounds to the nearest float32, as Spark's own cast does
+    # (pyarrow's default safe cast refuses it).
+    values = pc.cast(values, pa.float32(), safe=False)
     return values.to_numpy(zero_copy_only=False).reshape(n, n_features)  # nulls -> NaN
 
 
@@ -436,12 +473,13 @@ def _score_arrow(df: DataFrame, model: ModelFile, feats: tuple[str, ...] | str,
                           ":" + hashlib.sha256(repr(quantizers).encode()).hexdigest())
     nf = m.n_features
     rtype = _result_type(m)
+    packed_name = feats if array_input else "(the packed feature columns)"
 
     @F.arrow_udf(rtype)
     def predict(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         scorer = _scorer(key, bc, quantizers)
         for arr in batches:
-            x = _matrix(arr, nf, codes)
+            x = _matrix(arr, nf, codes, packed_name)
             if codes:
                 out, valid = S.score_codes(scorer, x, batch_size=batch_size)
             else:

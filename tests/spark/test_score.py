@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -77,11 +78,17 @@ def test_scores_equal_the_numpy_core(spark, data, name, method, float32_forward_
                                      within_float32_rounding):
     """Within the float32 rounding bound of the float64 reference: Spark's batches are not the
     core's, and BLAS may sum in another order for another batch shape."""
-    from spark_compress.spark.score import model_file_from_bytes, score_dataframe
+    from pyspark.sql import DataFrame
+
+    from spark_compress.spark.score import (model_file_from_bytes, score_dataframe,
+                                            score_with_details)
 
     x, _, models = data
     mf = model_file_from_bytes(models[name])
-    sf = score_dataframe(_frame(spark, x), mf, method=method, batch_size=5)
+    plain = score_dataframe(_frame(spark, x), mf, method=method, batch_size=5)
+    assert isinstance(plain, DataFrame) and plain.columns == ["id", *NAMES, *(
+        ["prediction"] if name == "reg" else ["prediction", "probability"])]
+    sf = score_with_details(_frame(spark, x), mf, method=method, batch_size=5)
     assert sf.method == method
     assert sf.broadcast_bytes == (len(models[name]) if method == "arrow" else 0)
     rows = sorted(sf.df.collect(), key=lambda r: r.id)
@@ -113,9 +120,9 @@ def test_single_row_and_empty_partitions_and_odd_batches(spark, data):
     out, _ = _expected(mf, x[:3])
     # 3 rows over 5 partitions: at least two partitions are empty, others hold one row.
     df = _frame(spark, x[:3], partitions=5)
-    rows = sorted(score_dataframe(df, mf, batch_size=2).df.collect(), key=lambda r: r.id)
+    rows = sorted(score_dataframe(df, mf, batch_size=2).collect(), key=lambda r: r.id)
     np.testing.assert_allclose(_probabilities(rows, 2)[:, 1], out[:, -1], atol=2e-6)
-    empty = score_dataframe(df.limit(0), mf).df
+    empty = score_dataframe(df.limit(0), mf)
     assert empty.count() == 0 and empty.columns == ["id", *NAMES, "prediction", "probability"]
 
 
@@ -135,7 +142,7 @@ def test_null_nan_and_inf_rows_get_null_scores(spark, data, method):
     # Set in Spark: a pandas NaN would arrive as null, and a None as NaN.
     df = (df.withColumn("f3", F.when(F.col("id") == 1, F.lit(float("nan"))).otherwise(F.col("f3")))
           .withColumn("f7", F.when(F.col("id") == 4, F.lit(None)).otherwise(F.col("f7"))))
-    rows = sorted(score_dataframe(df, mf, method=method).df.collect(), key=lambda r: r.id)
+    rows = sorted(score_dataframe(df, mf, method=method).collect(), key=lambda r: r.id)
     assert [r.prediction is None for r in rows] == [False, True, True, True, True, False]
     n, quality = input_quality(df, NAMES)
     assert n == 6
@@ -177,7 +184,7 @@ def test_array_column_input(spark, data):
     x, _, models = data
     mf = model_file_from_bytes(models["mlp"])
     df = _frame(spark, x[:40]).select("id", F.array(*NAMES).alias("pixels"))
-    rows = sorted(score_dataframe(df, mf, features="pixels", batch_size=3).df.collect(),
+    rows = sorted(score_dataframe(df, mf, features="pixels", batch_size=3).collect(),
                   key=lambda r: r.id)
     out, _ = _expected(mf, x[:40])
     np.testing.assert_allclose(_probabilities(rows, 2)[:, 1], out[:, -1], atol=2e-6)
@@ -217,7 +224,7 @@ def test_folded_codes_equal_scoring_the_decoded_floats(spark, data, encoded, nam
     cb = qm.codebook
     mf = model_file_from_bytes(models[name])
     got = sorted(score_dataframe(codes, mf, codebook=cb, method=method, batch_size=4)
-                 .df.collect(), key=lambda r: r.id)
+                 .collect(), key=lambda r: r.id)
     # The decoded floats, scored by the numpy core.
     pdf = codes.toPandas().sort_values("id")
     dec = np.stack([Q.decode(cb.column(n).encoder, pdf[n].to_numpy()) for n in NAMES], axis=1)
@@ -250,8 +257,8 @@ def test_bad_codes_get_null_scores_and_the_rest_equal_the_core(spark, data, enco
         df = df.withColumn(c, F.when(F.col("id") == row_id, F.lit(v).cast(dtype))
                            .otherwise(F.col(c)))
     mf = model_file_from_bytes(models[name])
-    sf = score_dataframe(df, mf, codebook=cb, method=method, batch_size=5)
-    got = sorted(sf.df.collect(), key=lambda r: r.id)
+    got = sorted(score_dataframe(df, mf, codebook=cb, method=method, batch_size=5).collect(),
+                 key=lambda r: r.id)
     pdf = df.toPandas().sort_values("id")
     c = np.stack([pdf[n].fillna(-1).to_numpy().astype(np.int64) for n in NAMES], axis=1)
     scorer = fold_codes(mf.model, [cb.column(n).encoder for n in NAMES], names=NAMES)
@@ -414,14 +421,14 @@ def test_multiclass_linear_expression_on_an_array_column(spark, data):
     from pyspark.sql import functions as F
 
     from spark_compress.core.model import linear
-    from spark_compress.spark.score import model_file_from_bytes, score_dataframe
+    from spark_compress.spark.score import model_file_from_bytes, score_with_details
 
     x, _, _ = data
     rng = np.random.default_rng(5)
     m = linear(rng.normal(size=(N_FEATURES, 4)), rng.normal(size=4), "multiclass")
     mf = model_file_from_bytes(model_to_bytes(C.compress(m, C.Plan())))
     df = _frame(spark, x[:50]).select("id", F.array(*NAMES).alias("v"))
-    sf = score_dataframe(df, mf, features="v", method="auto")
+    sf = score_with_details(df, mf, features="v", method="auto")
     assert sf.method == "expression" and sf.df.columns == ["id", "v", "prediction", "probability"]
     rows = sorted(sf.df.collect(), key=lambda r: r.id)
     out, _ = _expected(mf, x[:50])
@@ -435,3 +442,98 @@ def test_multiclass_linear_expression_on_an_array_column(spark, data):
     clear = top2[:, 1] - top2[:, 0] > 4e-6
     assert clear.mean() > 0.9
     np.testing.assert_array_equal(predictions[clear], np.argmax(out[clear], axis=1))
+
+
+# ------------------------------------------------------------------------- passthrough codes
+
+
+@pytest.fixture(scope="module")
+def quantized_table(spark, data, tmp_path_factory):
+    """A quantize_features output of the features plus three columns the model does not read:
+    ``Time`` (integer seconds 0..172,792, minmax 16 bits: codes up to 65,535), ``amount``
+    (quantile 8 bits) and ``kind`` (a dictionary of strings); ``id`` passes through."""
+    from spark_compress.io.codebook import write_codebook
+    from spark_compress.spark.ml import FeatureQuantizer
+
+    x, _, models = data
+    rng = np.random.default_rng(11)
+    pdf = pd.DataFrame(x, columns=NAMES)
+    pdf.insert(0, "id", np.arange(len(x), dtype=np.int64))
+    pdf["Time"] = np.sort(rng.integers(0, 172_793, size=len(x))).astype(np.int64)
+    pdf.loc[len(x) - 1, "Time"] = 172_792
+    pdf["amount"] = rng.lognormal(3.0, 1.5, size=len(x))
+    pdf["kind"] = rng.choice(["card", "wire", "cash"], size=len(x))
+    root = tmp_path_factory.mktemp("passthrough_codes")
+    df = spark.createDataFrame(pdf).repartition(3)
+    settings = {"Time": {"method": "minmax", "bits": 16},
+                "amount": {"method": "quantile", "bits": 8}, "kind": {"method": "dictionary"}}
+    qm = FeatureQuantizer(passthroughCols=["id"], columnSettings=json.dumps(settings)).fit(df)
+    qdir = root / "quantized"
+    qm.transform(df).write.parquet(str(qdir / "data"))
+    write_codebook(qm.codebook, qdir / "codebook.json")
+    (qdir / "_SUCCESS").write_text("")
+    (root / "model.safetensors").write_bytes(models["mlp"])
+    return root, pdf
+
+
+def test_score_output_decodes_the_encoded_passthrough_columns(spark, quantized_table, capsys):
+    """Defect: the score output held ``Time`` as its raw 16-bit codes (max 65,535). Now every
+    encoded column that is not a feature equals what dequantize_features restores."""
+    import pyarrow.parquet as pq
+
+    root, pdf = quantized_table
+    rc, cap = _score_main(capsys, ["--model", root / "model.safetensors", "--input",
+                                   root / "quantized", "--output", root / "scores"])
+    assert rc == 0, cap.err
+    report = json.loads((root / "scores" / "report.json").read_text())
+    assert report["codes"] == "fold"
+    assert report["passthrough"] == ["id", "Time", "amount", "kind"]
+    assert report["passthrough_codes"] == {"decoded": ["Time", "amount", "kind"], "dropped": []}
+    spec = importlib.util.spec_from_file_location("job_deq", REPO / "jobs" /
+                                                  "dequantize_features.py")
+    deq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(deq)
+    assert deq.main(["--input", str(root / "quantized"), "--output",
+                     str(root / "restored")]) == 0
+    capsys.readouterr()
+    scored = pq.read_table(root / "scores" / "data")
+    restored = pq.read_table(root / "restored" / "data").to_pandas().sort_values("id")
+    got = scored.to_pandas().sort_values("id")
+    assert list(got.columns) == ["id", "Time", "amount", "kind", "prediction", "probability"]
+    for c in ("Time", "amount", "kind"):
+        assert scored.schema.field(c).type == pq.read_schema(
+            next((root / "restored" / "data").glob("*.parquet"))).field(c).type
+        assert got[c].tolist() == restored[c].tolist(), c
+    # The real range, to within half a 16-bit step (172,792 / 65,535 / 2 = 1.32 s).
+    step = 172_792 / 65_535
+    assert got["Time"].max() == pytest.approx(172_792, abs=step / 2)
+    assert np.abs(got["Time"].to_numpy() - pdf.sort_values("id")["Time"].to_numpy()).max() \
+        <= step / 2 + 1e-6
+    assert got["kind"].tolist() == pdf.sort_values("id")["kind"].tolist()
+
+
+def test_score_output_drops_the_encoded_passthrough_columns_on_request(spark, quantized_table,
+                                                                       capsys, tmp_path):
+    import pyarrow.parquet as pq
+
+    root, _ = quantized_table
+    (tmp_path / "drop.toml").write_text('[score]\npassthrough_codes = "drop"\n')
+    rc, cap = _score_main(capsys, ["--model", root / "model.safetensors", "--input",
+                                   root / "quantized", "--output", tmp_path / "scores",
+                                   "--config", tmp_path / "drop.toml"])
+    assert rc == 0, cap.err
+    report = json.loads((tmp_path / "scores" / "report.json").read_text())
+    assert report["passthrough"] == ["id"]
+    assert report["passthrough_codes"] == {"decoded": [], "dropped": ["Time", "amount", "kind"]}
+    assert pq.read_table(tmp_path / "scores" / "data").column_names == [
+        "id", "prediction", "probability"]
+    # Listing an encoded column in passthrough and asking to drop codes contradict: exit 2.
+    (tmp_path / "both.toml").write_text('[score]\npassthrough = ["id", "Time"]\n'
+                                        'passthrough_codes = "drop"\n')
+    rc, cap = _score_main(capsys, ["--model", root / "model.safetensors", "--input",
+                                   root / "quantized", "--output", tmp_path / "both",
+                                   "--config", tmp_path / "both.toml"])
+    assert rc == 2
+    assert re.search(r"passthrough lists the encoded column\(s\) \['Time'\] but "
+                     r"passthrough_codes = \"drop\"", cap.err), cap.err
+    assert not (tmp_path / "both").exists()

@@ -18,6 +18,7 @@ def test_defaults_and_the_shipped_example():
     assert load_score_config(None) == ScoreConfig()
     cfg = load_score_config(REPO / "conf" / "score.toml")
     assert (cfg.method, cfg.batch_size, cfg.codes, cfg.features) == ("auto", 8192, "fold", None)
+    assert cfg.passthrough_codes == ScoreConfig().passthrough_codes == "decode"
 
 
 def test_values():
@@ -27,6 +28,8 @@ def test_values():
     assert (cfg.features, cfg.passthrough, cfg.method, cfg.batch_size, cfg.codes,
             cfg.prediction_col) == (("a", "b"), ("id",), "arrow", 100, "decode", "p")
     assert parse_score_config({"score": {"features": "pixels"}}).features == "pixels"
+    assert parse_score_config({"score": {"passthrough_codes": "drop"}}).passthrough_codes \
+        == "drop"
 
 
 @pytest.mark.parametrize("doc,match", [
@@ -35,6 +38,8 @@ def test_values():
     ({"score": {"method": "gpu"}}, r"\[score\] method: must be one of auto, expression, arrow"),
     ({"score": {"batch_size": 0}}, r"\[score\] batch_size: must be an integer >= 1"),
     ({"score": {"codes": "raw"}}, r"\[score\] codes: must be one of fold, decode"),
+    ({"score": {"passthrough_codes": "raw"}},
+     r"\[score\] passthrough_codes: must be one of decode, drop. Got 'raw'"),
     ({"score": {"passthrough": ["id", "id"]}}, r"\[score\] passthrough: a column is listed"),
     ({"score": {"features": []}}, r"\[score\] features"),
     ({"score": {"prediction_col": "x", "probability_col": "x"}}, r"both 'x'"),
