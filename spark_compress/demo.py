@@ -11,7 +11,7 @@ written model takes the raw columns. Writes ``OUT_DIR/fraud-mlp.npz`` and
 ``OUT_DIR/fraud-mlp.json`` (what ``spark-compress compress --model OUT_DIR/fraud-mlp.npz``
 imports), the training and held-out rows as ``OUT_DIR/fraud-train.parquet`` and
 ``OUT_DIR/fraud-heldout.parquet``, and prints one JSON line with the training figures.
-Needs scikit-learn (``pip install 'spark-compress[sklearn]'``). Exit codes: 0 written, 2 bad
+Needs scikit-learn (``pip install 'scikit-learn>=1.3'``). Exit codes: 0 written, 2 bad
 arguments, a missing input file or scikit-learn absent.
 """
 
@@ -88,7 +88,7 @@ def main(argv: list[str], prog: str = "demo_model") -> int:
         import sklearn  # noqa: F401
     except ImportError:
         print(f"{prog}: error: scikit-learn is not installed: pip install "
-              f"'spark-compress[sklearn]'", file=sys.stderr)
+              f"'scikit-learn>=1.3'", file=sys.stderr)
         return 2
     print(json.dumps(train(csv, out)))
     return 0
