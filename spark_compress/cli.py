@@ -42,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -93,9 +94,20 @@ Helpers:
                            print a path Spark reads)
   demo-model CSV OUT_DIR   train the demo fraud MLP on creditcard.csv (needs scikit-learn)
 
+spark-submit options passed through (the master defaults to local[*]):
+{{submit}}
+  --no-py-files         with a non-local master, do not add the package zip to --py-files
+
 stdout carries one JSON summary line per job run; logs and errors go to stderr. Exit codes:
 0 ok or skipped, 1 failure, 2 bad input or config, 3 quality gate failed.
 """
+
+
+# (a no-break space keeps each option with its VALUE on one line)
+USAGE = USAGE.replace("{submit}", textwrap.fill(
+    " ".join(o + ("\xa0VALUE" if v else "") for o, v in SUBMIT_OPTIONS.items()), width=96,
+    initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False,
+    break_long_words=False).replace("\xa0", " "))
 
 
 class UsageError(Exception):
