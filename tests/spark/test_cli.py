@@ -218,3 +218,52 @@ def test_a_failed_spark_submit_still_gives_one_error_line(installed_package, tin
     assert (summary["status"], summary["exit_code"]) == ("error", r.returncode)
     assert "before the job wrote its summary" in summary["message"]
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------- jobkit's one summary per outcome
+
+
+def _toy_parser():
+    import argparse
+
+    p = argparse.ArgumentParser(prog="toy")
+    p.add_argument("--output", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+@pytest.mark.parametrize("body,rc,expected", [
+    (lambda a, s, r, c: {"output": a.output, "rows": 3}, 0,
+     {"job": "toy", "status": "ok", "output": "o", "rows": 3}),
+    (lambda a, s, r, c: {"status": "gate_failed", "exit_code": 3, "output": a.output}, 3,
+     {"job": "toy", "status": "gate_failed", "exit_code": 3, "output": "o"}),
+    (lambda a, s, r, c: 1 / 0, 1,
+     {"job": "toy", "status": "error", "exit_code": 1,
+      "message": "ZeroDivisionError: division by zero"}),
+], ids=["ok", "gate", "failure"])
+def test_run_job_emits_one_summary_on_stdout_and_in_the_summary_file(
+        spark, capsys, monkeypatch, tmp_path, body, rc, expected):
+    from spark_compress.spark import jobkit
+
+    summary_file = tmp_path / "summary.json"
+    monkeypatch.setenv(jobkit.SUMMARY_FILE_ENV, str(summary_file))
+    assert jobkit.run_job("toy", _toy_parser(), body, ["--output", "o"]) == rc
+    out = capsys.readouterr().out
+    assert json.loads(out) == expected and out.count("\n") == 1
+    assert summary_file.read_text() == out
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temp file left
+
+
+def test_run_job_argument_error_emits_the_error_summary(capsys, monkeypatch, tmp_path):
+    from spark_compress.spark import jobkit
+
+    monkeypatch.delenv(jobkit.SUMMARY_FILE_ENV, raising=False)
+    assert jobkit.run_job("toy", _toy_parser(), lambda *a: {}, ["--outptu", "o"]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {
+        "job": "toy", "status": "error", "exit_code": 2,
+        "message": "the following arguments are required: --output"}
+    assert captured.err.splitlines() == [
+        "usage: toy [-h] --output OUTPUT [--overwrite] [--log-level LOG_LEVEL]",
+        "toy: error: the following arguments are required: --output"]
