@@ -21,9 +21,9 @@ SPARK_LOCAL_IP ?= 127.0.0.1
 # The venv's bin/ goes first on PATH: spark-submit's launcher runs `python3` and finds
 # spark-class through it, and Python workers must get the venv's interpreter (with pandas).
 SPARK_ENV := PATH="$(VENV_BIN):$$PATH" SPARK_LOCAL_IP=$(SPARK_LOCAL_IP) PYSPARK_PYTHON="$(PY)"
-# SPARK_CONF_DIR puts conf/ on the JVM classpath, so conf/log4j2.properties is used.
-SPARK_SUBMIT := $(SPARK_ENV) SPARK_CONF_DIR="$(CURDIR)/conf" $(VENV_BIN)/spark-submit \
-	--master 'local[*]' --properties-file conf/spark-defaults.conf
+# The installed command: it runs each job through the venv's pyspark spark-submit with master
+# local[*] and the packaged Spark defaults and log4j2.properties (the same files as conf/'s).
+SPARK_COMPRESS := $(SPARK_ENV) $(VENV_BIN)/spark-compress
 
 PYTEST := $(SPARK_ENV) $(PY) -m pytest tests
 PYTEST_ARGS ?=
@@ -62,18 +62,17 @@ data: venv
 	$(PY) scripts/fetch_data.py
 
 demo: venv java data
-	creditcard="$$($(PY) scripts/fetch_data.py --print creditcard)"; \
-	$(SPARK_SUBMIT) jobs/quantize_features.py --input "$$creditcard" --input-format csv \
-		--output $(DEMO_OUT)/creditcard --config conf/creditcard.toml --overwrite
-	$(SPARK_SUBMIT) jobs/dequantize_features.py --input $(DEMO_OUT)/creditcard \
-		--output $(DEMO_OUT)/creditcard-restored --overwrite
-	$(PY) scripts/show_report.py $(DEMO_OUT)/creditcard/report.json
-	$(PY) scripts/demo_model.py "$$($(PY) scripts/fetch_data.py --print creditcard)" \
-		$(DEMO_OUT)/fraud-source
-	$(SPARK_SUBMIT) jobs/compress_model.py --model $(DEMO_OUT)/fraud-source/fraud-mlp.npz \
+	creditcard="$$($(SPARK_COMPRESS) datasets --print creditcard)"; \
+	$(SPARK_COMPRESS) quantize --input "$$creditcard" --input-format csv \
+		--output $(DEMO_OUT)/creditcard --config conf/creditcard.toml --overwrite; \
+	$(SPARK_COMPRESS) dequantize --input $(DEMO_OUT)/creditcard \
+		--output $(DEMO_OUT)/creditcard-restored --overwrite; \
+	$(PY) scripts/show_report.py $(DEMO_OUT)/creditcard/report.json; \
+	$(SPARK_COMPRESS) demo-model "$$creditcard" $(DEMO_OUT)/fraud-source
+	$(SPARK_COMPRESS) compress --model $(DEMO_OUT)/fraud-source/fraud-mlp.npz \
 		--config conf/fraud_model.toml --eval-data $(DEMO_OUT)/fraud-source/fraud-heldout.parquet \
 		--output $(DEMO_OUT)/fraud-model --overwrite
-	$(SPARK_SUBMIT) jobs/score.py --model $(DEMO_OUT)/fraud-model/model.safetensors \
+	$(SPARK_COMPRESS) score --model $(DEMO_OUT)/fraud-model/model.safetensors \
 		--input $(DEMO_OUT)/creditcard --output $(DEMO_OUT)/fraud-scores --overwrite
 	$(PY) scripts/show_report.py $(DEMO_OUT)/fraud-model/report.json
 	$(PY) scripts/show_report.py $(DEMO_OUT)/fraud-scores/report.json

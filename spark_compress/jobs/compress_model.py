@@ -2,9 +2,13 @@
 
 Compression prunes, quantizes, shares weights or factorizes, as the config's plan says.
 
-    spark-submit jobs/compress_model.py --model PATH [--model-type mllib|sklearn-skops|weights] \
+    spark-compress compress --model PATH [--model-type mllib|sklearn-skops|weights] \
         --config conf/X.toml --eval-data PATH [--eval-format parquet|csv|orc|json] \
         [--train-data PATH] --output OUT [--overwrite]
+
+spark-submit's own options may be added anywhere on that line. The same job
+with spark-submit: ``spark-submit [OPTIONS] "$(spark-compress job-path compress)" ARGS`` (or
+``jobs/compress_model.py`` in a checkout).
 
 Writes ``OUT/model.safetensors`` (one safe, self-describing file; signed with HMAC-SHA256 when
 ``SPARK_COMPRESS_HMAC_KEY`` is set), ``OUT/report.json`` and ``OUT/_SUCCESS``, atomically. The

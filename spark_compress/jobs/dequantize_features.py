@@ -1,6 +1,10 @@
 """Decode the output of quantize_features back to float (and category) columns.
 
-    spark-submit jobs/dequantize_features.py --input OUT --output PATH [--overwrite]
+    spark-compress dequantize --input OUT --output PATH [--overwrite]
+
+spark-submit's own options may be added anywhere on that line. The same job
+with spark-submit: ``spark-submit [OPTIONS] "$(spark-compress job-path dequantize)" ARGS`` (or
+``jobs/dequantize_features.py`` in a checkout).
 
 ``--input`` is a finished ``quantize_features`` output (``data/``, ``codebook.json``,
 ``_SUCCESS``). Writes ``PATH/data/`` (Parquet), ``PATH/report.json`` (with ``input_quality``:

@@ -1,7 +1,11 @@
 """Quantize the feature columns of a dataset and write compact Parquet plus a codebook.
 
-    spark-submit jobs/quantize_features.py --input PATH --output OUT --config conf/X.toml \
+    spark-compress quantize --input PATH --output OUT --config conf/X.toml \
         [--input-format parquet|csv|orc|json] [--input-option KEY=VALUE] [--overwrite]
+
+spark-submit's own options may be added anywhere on that line. The same job
+with spark-submit: ``spark-submit [OPTIONS] "$(spark-compress job-path quantize)" ARGS`` (or
+``jobs/quantize_features.py`` in a checkout).
 
 Writes ``OUT/data/`` (Parquet, integer codes), ``OUT/codebook.json``, ``OUT/report.json`` and
 ``OUT/_SUCCESS``, atomically. The report holds ``warnings`` (output larger than the input, columns

@@ -1,8 +1,12 @@
 """Score a dataset with a compressed model file, broadcast to every executor.
 
-    spark-submit jobs/score.py --model OUT/model.safetensors --input PATH --output OUT \
+    spark-compress score --model OUT/model.safetensors --input PATH --output OUT \
         [--config conf/X.toml] [--input-format parquet|csv|orc|json] \
         [--input-option KEY=VALUE] [--overwrite]
+
+spark-submit's own options may be added anywhere on that line. The same job
+with spark-submit: ``spark-submit [OPTIONS] "$(spark-compress job-path score)" ARGS`` (or
+``jobs/score.py`` in a checkout).
 
 ``--model`` is a file written by ``compress_model`` (or its output directory). When ``--input``
 is the output directory of ``quantize_features`` (``codebook.json`` and ``data/``), its codes

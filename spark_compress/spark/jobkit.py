@@ -1,14 +1,21 @@
 """What every ``spark-submit`` job shares: arguments, session, reading, exit codes, timing logs.
 
-Exit codes: 0 success; 2 bad input or config (a :class:`SparkCompressError`, also a
-:class:`~spark_compress.errors.TaskDataError` raised inside a task, an unreadable input path or
-file, a column Spark cannot resolve), with a one-line message on stderr; 3 quality gate
+Exit codes: 0 success (or nothing to do); 2 bad input or config (a :class:`SparkCompressError`,
+also a :class:`~spark_compress.errors.TaskDataError` raised inside a task, an unreadable input
+path or file, a column Spark cannot resolve), with a one-line message on stderr; 3 quality gate
 failed (:class:`QualityGateFailed`: the output is written but marked ``_GATE_FAILED`` instead of
 ``_SUCCESS``, see :mod:`spark_compress.io.gate`; the summary has ``"status": "gate_failed"``);
-1 anything else.
-The last line a successful run prints on stdout is one JSON summary. (Under ``spark-submit`` the
-Python driver's stderr is merged into spark-submit's stdout by Spark's PythonRunner, so there the
-messages and logs arrive on stdout too; the summary is still the last line.)
+1 anything else. Every run, whatever its outcome, ends by printing one JSON summary line on
+stdout (:func:`emit_summary`): ``{"job": ..., "status": "ok" | "skipped", ...}`` or ``{"job":
+..., "status": "error" | "gate_failed", "exit_code": N, "message": ...}``; progress lines and
+error messages go to stderr.
+
+Under plain ``spark-submit`` Spark's ``PythonRunner`` starts the Python driver with
+``redirectErrorStream(true)`` and copies the merged stream to the launcher JVM's stdout, so
+there stdout carries the log lines too and the summary is its *last* line. The
+``spark-compress`` command keeps the streams apart with a side channel: it names a file in
+:data:`SUMMARY_FILE_ENV`, the job writes its summary there as well, and the command sends
+everything ``spark-submit`` prints to stderr and only the summary to stdout.
 
 Idempotent reruns (for schedulers that retry or backfill): a job that passes a
 :class:`Fingerprint` to :func:`run_job` records ``input_fingerprint`` in its ``report.json``: the
@@ -40,6 +47,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -71,6 +79,10 @@ BAD_INPUT_CONDITIONS = ("PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA", "UNRESOLVED_
                         "MALFORMED_RECORD_IN_PARSING", "PARQUET_TYPE_ILLEGAL",
                         "PARQUET_TYPE_NOT_SUPPORTED", "PARQUET_TYPE_NOT_RECOGNIZED")
 
+
+# Names a file the job writes its JSON summary to as well as stdout (the ``spark-compress``
+# command's side channel past spark-submit's merged output streams).
+SUMMARY_FILE_ENV = "SPARK_COMPRESS_SUMMARY_FILE"
 
 # Arguments that never change what a job writes.
 NOT_FINGERPRINTED = ("overwrite", "log_level", "input_fingerprint")
@@ -409,6 +421,61 @@ def phase(name: str, **fields: object) -> Iterator[dict]:
              "".join(f" {k}={v}" for k, v in info.items() if k != "seconds"))
 
 
+def emit_summary(job: str, summary: Mapping[str, Any], exit_code: int) -> int:
+    """Print the run's one JSON summary line on stdout, write it to the file named by
+    :data:`SUMMARY_FILE_ENV` when that is set, and return ``exit_code``.
+
+    ``summary`` holds ``"status"`` (``"ok"``, ``"skipped"``, ``"error"``, or a status of the
+    job's own such as a failed quality gate) and the job's figures; ``"job"`` is added, and
+    ``"exit_code"`` when it is not 0. Keys are sorted so the line is stable. A summary file
+    that cannot be written is reported on stderr and does not change the exit code (the
+    stdout line is still there)."""
+    document = {"job": job, **summary}
+    if exit_code != 0:
+        document["exit_code"] = exit_code
+    line = json.dumps(document, sort_keys=True, default=str)
+    print(line, flush=True)
+    target = os.environ.get(SUMMARY_FILE_ENV)
+    if target:
+        try:
+            # Write then rename: the reader never sees half a line.
+            tmp = f"{target}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(line + "\n")
+            os.replace(tmp, target)
+        except OSError as e:
+            print(f"{job}: warning: cannot write the summary to {target}: {e}", file=sys.stderr)
+    return exit_code
+
+
+def emit_error(job: str, exit_code: int, message: str) -> int:
+    """Print ``message`` as the job's one-line error on stderr and emit the error summary
+    (``"status": "error"``, ``exit_code``, the message without the job prefix)."""
+    print(f"{job}: error: {message}", file=sys.stderr, flush=True)
+    return emit_summary(job, {"status": "error", "message": message}, exit_code)
+
+
+class _ArgumentError(Exception):
+    """An argv error found by argparse (usage already printed on stderr)."""
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, raising :class:`_ArgumentError` with argparse's message
+    instead of exiting, so the error gets its summary line too. ``--help`` still exits 0."""
+    def error(message: str):
+        parser.print_usage(sys.stderr)
+        raise _ArgumentError(message)
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser.parse_args(argv)
+
+
+def _one_line(e: BaseException) -> str:
+    """The exception's type and first non-empty line of text (a JVM stack is dozens)."""
+    text = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def run_job(job: str, parser: argparse.ArgumentParser,
             body: Callable[[argparse.Namespace, SparkSession, str, object], dict],
             argv: Sequence[str] | None = None,
@@ -422,8 +489,15 @@ def run_job(job: str, parser: argparse.ArgumentParser,
     records it in ``report.json`` under :data:`spark_compress.io.output.FINGERPRINT_KEY`), and a
     run whose finished output already holds it returns 0 at once, without ``prepare`` or a
     session, printing a ``"status": "skipped"`` summary (unless ``--overwrite``). Without it,
-    ``args.input_fingerprint`` is ``None``."""
-    args = parser.parse_args(argv)
+    ``args.input_fingerprint`` is ``None``.
+
+    ``body`` returns the summary's fields; with a ``"status"`` other than ``"ok"`` it also
+    carries ``"exit_code"`` (a failed quality gate: 3), which becomes the exit code. Every
+    outcome ends in one :func:`emit_summary` line."""
+    try:
+        args = _parse(parser, argv)
+    except _ArgumentError as e:
+        return emit_error(job, 2, str(e))
     logging.basicConfig(level="WARNING", stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("spark_compress").setLevel(args.log_level)
@@ -435,39 +509,33 @@ def run_job(job: str, parser: argparse.ArgumentParser,
         if fingerprint is not None:
             args.input_fingerprint = fingerprint.compute(job, args)
             if not args.overwrite and _skip_if_done(job, args):
-                print(json.dumps({"job": job, "status": "skipped", "output": args.output,
-                                  "input_fingerprint": args.input_fingerprint},
-                                 sort_keys=True))
-                return 0
+                return emit_summary(job, {"status": "skipped", "output": args.output,
+                                          "input_fingerprint": args.input_fingerprint}, 0)
         ctx = prepare(args) if prepare is not None else None
         spark = build_session(job, run_id)
-        summary = body(args, spark, run_id, ctx)
+        summary = dict(body(args, spark, run_id, ctx))
     except SparkCompressError as e:
-        print(f"{job}: error: {e}", file=sys.stderr)
-        return 2
+        return emit_error(job, 2, str(e))
     except QualityGateFailed as e:
         # The output is written (marked, see spark_compress.io.gate); the summary says so.
         print(str(e), file=sys.stderr)
-        print(json.dumps({"job": job, "status": "gate_failed", "exit_code": EXIT_GATE_FAILED,
-                          **e.summary}, sort_keys=True))
-        return EXIT_GATE_FAILED
+        return emit_summary(job, {"status": "gate_failed", **e.summary}, EXIT_GATE_FAILED)
     except (PySparkException, Py4JJavaError) as e:
         # A TaskDataError raised in a task reaches the driver as Spark's exception text.
         task_message = task_data_error_message(e)
         if task_message is not None:
-            print(f"{job}: error: {task_message}", file=sys.stderr)
-            return 2
+            return emit_error(job, 2, task_message)
         message = _bad_input_message(e)
         if message is not None:
-            print(f"{job}: error: cannot read the input: {message}", file=sys.stderr)
-            return 2
+            return emit_error(job, 2, f"cannot read the input: {message}")
         log.exception("%s failed", job)
-        return 1
-    except Exception:  # noqa: BLE001 - the job's last line of defence: report and exit 1
+        return emit_summary(job, {"status": "error", "message": _one_line(e)}, 1)
+    except Exception as e:  # noqa: BLE001 - the job's last line of defence: report and exit 1
         log.exception("%s failed", job)
-        return 1
+        return emit_summary(job, {"status": "error", "message": _one_line(e)}, 1)
     finally:
         if spark is not None and owned:
             spark.stop()
-    print(json.dumps({"job": job, "status": "ok", **summary}, sort_keys=True))
-    return 0
+    exit_code = int(summary.pop("exit_code", 0))
+    summary.setdefault("status", "ok")
+    return emit_summary(job, summary, exit_code)

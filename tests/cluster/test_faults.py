@@ -329,7 +329,11 @@ def test_failed_overwrite_keeps_the_old_output_and_a_rerun_equals_a_clean_run(
         failed = job.result()
     assert failed.returncode == 1, failed.describe()
     assert "failed 1 times; aborting job" in failed.stderr, failed.describe()
-    assert not any(ln.startswith("{") for ln in failed.stdout.splitlines()), failed.describe()
+    # The only JSON line is the last one: the error summary, no "ok" summary.
+    summaries = [json.loads(ln) for ln in failed.stdout.splitlines() if ln.startswith("{")]
+    assert [(s["status"], s["exit_code"]) for s in summaries] == [("error", 1)], \
+        failed.describe()
+    assert failed.stdout.strip().splitlines()[-1].startswith("{"), failed.describe()
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before, "the failed run changed the previous output"
     assert leftovers(out) == [], "the failed run left its staging directory behind"

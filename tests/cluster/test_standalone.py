@@ -392,10 +392,13 @@ def test_unknown_config_key_exits_2_before_any_spark_work(cluster, adult, workdi
                          "--config", str(config))
     assert run.returncode == 2, run.describe()
     # The driver's whole output (its stderr arrives on stdout, see the module docstring) is the
-    # one-line message: no traceback, no log line, no summary.
+    # one-line message and, last, the error summary: no traceback, no log line.
+    message = (f"{config}: unknown key 'bitz' in [columns.age]; allowed keys: method, bits, "
+               f"clip, max_categories.")
     assert run.stdout.strip().splitlines() == [
-        f"quantize_features: error: {config}: unknown key 'bitz' in [columns.age]; allowed "
-        f"keys: method, bits, clip, max_categories."], run.describe()
+        f"quantize_features: error: {message}",
+        json.dumps({"exit_code": 2, "job": "quantize_features", "message": message,
+                    "status": "error"}, sort_keys=True)], run.describe()
     assert "Traceback" not in run.stderr, run.describe()
     assert not out.exists()
     assert [p.name for p in workdir.iterdir() if p.name.startswith(".never")] == []

@@ -549,7 +549,8 @@ def test_bad_input_exits_2_names_the_culprit_and_writes_nothing(spark, capsys, t
     assert lines[0].startswith(f"{job}: error: "), lines[0]
     missing = [f for f in expected if f not in lines[0]]
     assert missing == [], lines[0]
-    assert run.out == ""
+    assert json.loads(run.out) == {"job": job, "status": "error", "exit_code": 2,
+                                   "message": lines[0].split(": error: ", 1)[1]}
     assert not out.exists()
     assert sorted(p.name for p in results.iterdir()) == []
 
@@ -651,7 +652,8 @@ def test_score_refuses_a_bad_model_file(spark, capsys, monkeypatch, tmp_path, wo
     assert lines[0].startswith("score: error: "), lines[0]
     missing = [f for f in expected if f not in lines[0]]
     assert missing == [], lines[0]
-    assert run.out == ""
+    assert json.loads(run.out) == {"job": "score", "status": "error", "exit_code": 2,
+                                   "message": lines[0].split(": error: ", 1)[1]}
     assert sorted(p.name for p in results.iterdir()) == []
 
 

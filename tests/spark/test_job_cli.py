@@ -129,9 +129,10 @@ def test_missing_required_argument_exits_2(job_file, tmp_path):
     r = subprocess.run([sys.executable, str(job_file), "--output", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=120, cwd="/")
     assert r.returncode == 2
-    assert r.stdout == ""
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith(f"{job_file.stem}: error: the following arguments are required: --")
+    assert json.loads(r.stdout) == {"job": job_file.stem, "status": "error", "exit_code": 2,
+                                    "message": last.split(": error: ", 1)[1]}
     assert not (tmp_path / "o").exists()
 
 
@@ -309,7 +310,9 @@ def test_skipped_rerun_as_a_command_needs_no_java(spark, capsys, tmp_path, small
                        capture_output=True, text=True, timeout=120, env=env, cwd="/")
     assert r.returncode == 1, r.stderr[-2000:]
     assert "JAVA_GATEWAY_EXITED" in r.stderr  # it did need Java, and Java was not there
-    assert r.stdout == ""
+    error = json.loads(r.stdout)
+    assert (error["status"], error["exit_code"]) == ("error", 1)
+    assert "JAVA_GATEWAY_EXITED" in error["message"]
     assert not (tmp_path / "fresh").exists()
 
 
@@ -352,9 +355,11 @@ def test_changed_inputs_need_overwrite(spark, capsys, caplog, tmp_path, small, c
 
     rc, stdout, err = _main(capsys, "quantize_features", argv)
     assert rc == 2
-    assert stdout == ""
-    assert err.strip() == (f"quantize_features: error: output {out} already exists ({state}); "
-                           f"pass --overwrite to replace it or choose another --output")
+    message = (f"output {out} already exists ({state}); "
+               f"pass --overwrite to replace it or choose another --output")
+    assert err.strip() == f"quantize_features: error: {message}"
+    assert json.loads(stdout) == {"job": "quantize_features", "status": "error", "exit_code": 2,
+                                  "message": message}
     assert _snapshot(out) == before
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
                 and "input fingerprint" in r.getMessage()]

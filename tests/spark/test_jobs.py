@@ -257,10 +257,11 @@ def test_existing_output_needs_overwrite(spark, capsys, tmp_path, adult_input, a
 
     run = _main(capsys, "quantize_features", argv)
     assert run.rc == 2
-    assert run.err.strip() == (f"quantize_features: error: output {out} already exists "
-                               f"(a finished output); pass --overwrite to replace it or choose "
-                               f"another --output")
-    assert run.out == ""
+    message = (f"output {out} already exists (a finished output); pass --overwrite to replace "
+               f"it or choose another --output")
+    assert run.err.strip() == f"quantize_features: error: {message}"
+    assert json.loads(run.out) == {"job": "quantize_features", "status": "error",
+                                   "exit_code": 2, "message": message}
     assert _snapshot(out) == before
     assert _hidden(tmp_path) == []
 
@@ -391,7 +392,8 @@ def test_bad_input_exits_2_and_writes_nothing(spark, capsys, tmp_path, adult_inp
     assert lines[0].startswith(f"{job}: error: ")
     for fragment in expected:
         assert fragment in lines[0]
-    assert run.out == ""
+    assert json.loads(run.out) == {"job": job, "status": "error", "exit_code": 2,
+                                   "message": lines[0].split(": error: ", 1)[1]}
     assert not out.exists()
     assert _hidden(results) == []
 
@@ -409,7 +411,8 @@ def test_failure_midway_exits_1_and_leaves_nothing(spark, capsys, caplog, tmp_pa
     run = _main(capsys, "quantize_features",
                 ["--input", adult_input, "--output", out, "--config", ADULT_CONF])
     assert run.rc == 1
-    assert run.out == ""
+    assert json.loads(run.out) == {"job": "quantize_features", "status": "error",
+                                   "exit_code": 1, "message": "RuntimeError: evaluation blew up"}
     assert not out.exists()
     assert _hidden(tmp_path) == []
     failed = [r for r in caplog.records if r.exc_info]

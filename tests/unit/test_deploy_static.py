@@ -1,5 +1,6 @@
 """Deployment files checked statically, without Docker or Airflow: docker-compose.yml,
-docker/Dockerfile, the ``spark-submit`` lines in the docs, and examples/airflow's DAG.
+docker/Dockerfile, the ``spark-submit`` and ``spark-compress`` lines in the docs, and
+examples/airflow's DAG.
 
 Docker may not run where this project is built and Airflow is too heavy for the test extra, so
 these tests read the files (YAML with a small subset parser, the DAG with ``ast``) and check them
@@ -15,9 +16,12 @@ import ast
 import functools
 import importlib.util
 import re
+import shlex
 from pathlib import Path
 
 import pytest
+
+from spark_compress import cli
 
 pytestmark = pytest.mark.unit
 
@@ -305,9 +309,105 @@ def _check_command(line: str, source: str) -> str:
 def test_readme_and_makefile_submit_lines_name_real_jobs_and_options():
     readme = _commands((REPO / "README.md").read_text(encoding="utf-8"), comment=False)
     makefile = _commands((REPO / "Makefile").read_text(encoding="utf-8"), comment=False)
-    jobs = [_check_command(c, "README.md") for c in readme]
-    jobs += [_check_command(c, "Makefile") for c in makefile]
-    assert {"quantize_features", "dequantize_features", "compress_model"} <= set(jobs)
+    for c in readme:
+        _check_command(c, "README.md")
+    for c in makefile:
+        _check_command(c, "Makefile")
+
+
+# --------------------------------------------------- spark-compress lines in README and Makefile
+
+CLI_JOB = re.compile(r"(?:^|[\s;(])(?:spark-compress|\$\(SPARK_COMPRESS\))\s+"
+                     r"(quantize|dequantize|compress|score)(?:\s(.*)|$)")
+JOB_PATH = re.compile(r"spark-submit(.*?)\"?\$\(spark-compress job-path (\w+)\)\"?(.*)")
+
+
+def _shell_commands(text: str, *, markdown: bool = False) -> list[str]:
+    """Every shell command of ``text`` (with ``markdown``, of its ```` ```bash ```` blocks):
+    continuation lines joined, ``;`` separated, comments after `` #`` dropped."""
+    if markdown:
+        text = "\n".join(re.findall(r"^```bash\n(.*?)^```", text, flags=re.M | re.S))
+    joined = re.sub(r"\\\n\s*", " ", text)
+    out = []
+    for line in joined.splitlines():
+        for command in line.split(";"):
+            out.append(re.sub(r"\s#\s.*$", "", command).strip())
+    return [c for c in out if c]
+
+
+def _job_args(job: str, words: list[str], source: str, line: str) -> None:
+    """``words`` (after the job) name only the job's options and parse with its parser."""
+    unknown = sorted(set(FLAG.findall(" ".join(words))) - _options(job))
+    assert unknown == [], f"{source}: {job} does not accept {unknown}: {line}"
+    _parser(job).parse_args(words)  # required options present, values well formed
+    for word in words:
+        if word.startswith("conf/"):
+            assert (REPO / word).is_file(), f"{source}: no {word}: {line}"
+            assert word.split("/", 1)[1] in cli.example_files(), (
+                f"{source}: {word} is not packaged (spark-compress examples does not write it)")
+
+
+def _check_cli_line(line: str, source: str) -> str:
+    """A ``spark-compress JOB ...`` line: spark-submit options split off as the command does,
+    the rest accepted by the job's parser."""
+    m = CLI_JOB.search(line)
+    job = cli.job_module(m.group(1))
+    split = cli.split_args(shlex.split(m.group(2) or ""))
+    _job_args(job, list(split.job), source, line)
+    return job
+
+
+def _check_job_path_line(line: str, source: str) -> str:
+    """``spark-submit OPTIONS "$(spark-compress job-path JOB)" ARGS``: OPTIONS are spark-submit's,
+    ARGS the job's."""
+    before, name, after = JOB_PATH.search(line).groups()
+    job = cli.job_module(name)
+    submit = [w for w in shlex.split(before) if w.startswith("-")]
+    assert set(submit) <= set(cli.SUBMIT_OPTIONS), f"{source}: not spark-submit's: {line}"
+    _job_args(job, shlex.split(after), source, line)
+    return job
+
+
+def test_readme_and_makefile_spark_compress_lines_run_real_jobs_with_accepted_options():
+    found: dict[str, set[str]] = {}
+    for source in ("README.md", "Makefile"):
+        text = (REPO / source).read_text(encoding="utf-8")
+        for line in _shell_commands(text, markdown=source.endswith(".md")):
+            if JOB_PATH.search(line):
+                found.setdefault(source + " job-path", set()).add(
+                    _check_job_path_line(line, source))
+            elif CLI_JOB.search(line):
+                found.setdefault(source, set()).add(_check_cli_line(line, source))
+    every = set(cli.JOB_COMMANDS.values())
+    assert found["README.md"] == every and found["Makefile"] == every, found
+    assert found["README.md job-path"] == {"quantize_features"}, found
+
+
+def test_readme_commands_read_only_what_earlier_commands_or_helpers_make():
+    """The README's walk-through: every input path of a job line (--input, --model,
+    --eval-data, --calibration-data) is the output of an earlier line (or a file in it), the
+    data set printed by ``spark-compress datasets``, or what ``demo-model`` writes; configs
+    come from ``spark-compress examples conf``."""
+    made = {"$CREDITCARD"}
+    lines = _shell_commands((REPO / "README.md").read_text(encoding="utf-8"), markdown=True)
+    assert "spark-compress examples conf" in lines
+    assert 'CREDITCARD="$(spark-compress datasets --print creditcard)"' in lines
+    for line in lines:
+        words = shlex.split(line) if ("spark-compress" in line or "spark-submit" in line) else []
+        if words[:2] == ["spark-compress", "demo-model"]:
+            out = words[3]
+            made |= {f"{out}/fraud-mlp.npz", f"{out}/fraud-heldout.parquet",
+                     f"{out}/fraud-train.parquet"}
+            continue
+        if not (CLI_JOB.search(line) or JOB_PATH.search(line)):
+            continue
+        pairs = dict(zip(words, words[1:]))
+        for flag in ("--input", "--model", "--eval-data", "--calibration-data"):
+            if flag in pairs:
+                path = pairs[flag]
+                assert path in made or any(path.startswith(m + "/") for m in made), (
+                    f"README.md: {flag} {path} is made by no earlier command: {line}")
+        made.add(pairs["--output"])
 
 
 def test_compose_comment_submit_line_names_a_real_job_and_options():
