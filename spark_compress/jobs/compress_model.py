@@ -111,6 +111,7 @@ def run(args, spark, run_id, ctx) -> dict:
                       eval_data=args.eval_data, output=args.output, rows_in=rows_in,
                       input_quality=quality,
                       input_fingerprint=args.input_fingerprint)
+        report["spark_settings"] = jobkit.spark_settings(spark, JOB)
         out.write_json("report.json", report)
         out.commit()
     except BaseException:

@@ -67,6 +67,7 @@ def run(args, spark, run_id, config) -> dict:
         report.update(job=JOB, run_id=run_id, input=args.input, input_format=args.input_format,
                       output=args.output, config=args.config, dropped=list(plan.drop),
                       input_fingerprint=args.input_fingerprint)
+        report["spark_settings"] = jobkit.spark_settings(spark, JOB)
         out.write_json("report.json", report)
         out.commit()
     except BaseException:
