@@ -1,12 +1,14 @@
 """A job run without ``conf/spark-defaults.conf`` against the same job with it: bytes and time.
 
     .venv/bin/python benchmarks/bench_no_properties.py [--reps 3] [--out bench-out/no-properties]
-        [--with-before]
+        [--with-before] [--dataset creditcard|fashion-mnist]
 
 The 8-bit minmax feature job (``jobs/quantize_features.py``, every feature column minmax at 8
-bits, the label passed through) on the real credit-card fraud table (284,807 rows x 30 float32
-features + ``Class``; ``make data`` installs the CSV, converted here once to Parquet), run
-through ``spark-submit --master local[2]`` as a scheduler's operator runs it:
+bits, the label passed through) on a real table, converted once to Parquet: the credit-card
+fraud table (284,807 rows x 30 float32 features + ``Class``; ``make data`` installs the CSV) or,
+wider, Fashion-MNIST's 10,000 test images as 784 float32 pixel columns + ``label`` (Debian
+``dataset-fashion-mnist``: ``python scripts/fetch_data.py --with-apt``). Run through
+``spark-submit --master local[2]`` as a scheduler's operator runs it:
 
 - ``no-properties``: no ``--properties-file``, no ``SPARK_CONF_DIR``: only what the job sets
   itself (``spark_compress.spark.jobkit.JOB_SPARK_DEFAULTS``);
@@ -21,12 +23,13 @@ figure is the median of ``--reps``. Per run: the wall time of the whole ``spark-
 start included), the job's own ``encode+write`` phase time (from its log line), the bytes of
 ``OUT/data``. The codebooks of all variants must be identical (same fit). Prints a Markdown table
 and the ratios no-properties / properties (target: within 5% in bytes and in time), and writes
-``OUT/no_properties.json``.
+``OUT/no_properties-DATASET.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -48,7 +51,7 @@ VENV_BIN = Path(sys.executable).parent
 JOB = ROOT / "jobs" / "quantize_features.py"
 CONFIG = """# 8-bit minmax on every feature column (bench_no_properties.py)
 [job]
-passthrough = ["Class"]
+passthrough = ["{label}"]
 [defaults]
 method = "minmax"
 bits = 8
@@ -97,6 +100,46 @@ feats = [c for c in df.columns if c != "Class"]
     return path
 
 
+def _idx(path: Path):
+    """An idx file of unsigned bytes (gzip) as a numpy array."""
+    import numpy as np
+
+    raw = gzip.decompress(path.read_bytes())
+    if raw[:3] != b"\0\0\x08":
+        raise ValueError(f"{path} is not an idx file of unsigned bytes (magic {raw[:4]!r})")
+    ndim = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def fashion_parquet(path: Path) -> Path:
+    """Fashion-MNIST's 10,000 test images as 784 float32 columns ``p0..p783`` (pixel / 255)
+    and an int ``label``, one Parquet file of 4 row groups, made once."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = path / "part-0.parquet"
+    if target.exists():
+        return path
+    d = ensure("fashion-mnist")
+    x = (_idx(d / "t10k-images-idx3-ubyte.gz").reshape(-1, 784) / np.float32(255)).astype(
+        np.float32)
+    y = _idx(d / "t10k-labels-idx1-ubyte.gz").astype(np.int32)
+    cols = {f"p{j}": x[:, j] for j in range(784)} | {"label": y}
+    path.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(cols), path / ".tmp.parquet", compression="zstd",
+                   use_dictionary=False, row_group_size=2500)
+    (path / ".tmp.parquet").rename(target)
+    return path
+
+
+DATASETS = {"creditcard": (creditcard_parquet, "Class",
+                           "credit-card fraud table, 284,807 rows x 30 float32 features + Class"),
+            "fashion-mnist": (fashion_parquet, "label",
+                              "Fashion-MNIST test set, 10,000 rows x 784 float32 pixels + label")}
+
+
 def run(variant: str, data: Path, config: Path, out: Path) -> dict:
     """One spark-submit run of the job; its wall time, phase times, output bytes."""
     shutil.rmtree(out, ignore_errors=True)
@@ -127,20 +170,22 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--out", type=Path, default=ROOT / "bench-out" / "no-properties")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="creditcard")
     p.add_argument("--with-before", action="store_true",
                    help="also run the job with Spark's own defaults forced (the old behaviour)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    data = creditcard_parquet(args.out / "creditcard.parquet")
-    config = args.out / "minmax8.toml"
-    config.write_text(CONFIG)
+    make, label, what = DATASETS[args.dataset]
+    data = make(args.out / f"{args.dataset}.parquet")
+    config = args.out / f"minmax8-{args.dataset}.toml"
+    config.write_text(CONFIG.format(label=label))
     variants = ["no-properties", "properties"] + (["spark-defaults"] if args.with_before else [])
     load_before = os.getloadavg()
     runs: list[dict] = []
     for rep in range(args.reps):
         order = variants if rep % 2 == 0 else variants[::-1]
         for v in order:
-            r = run(v, data, config, args.out / f"out-{v}")
+            r = run(v, data, config, args.out / f"out-{args.dataset}-{v}")
             r["rep"] = rep
             runs.append(r)
             print(f"rep {rep} {v}: wall {r['wall_s']:.1f} s, encode+write "
@@ -168,13 +213,12 @@ def main(argv=None) -> int:
                "load_avg_before": [round(x, 1) for x in load_before],
                "load_avg_after": [round(x, 1) for x in os.getloadavg()],
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    (args.out / "no_properties.json").write_text(json.dumps(
-        {"machine": machine, "summary": summary, "ratios": ratios,
+    (args.out / f"no_properties-{args.dataset}.json").write_text(json.dumps(
+        {"dataset": what, "machine": machine, "summary": summary, "ratios": ratios,
          "runs": [{k: v for k, v in r.items() if k != "codebook"} for r in runs]},
         indent=2, sort_keys=True))
 
-    print(f"credit-card fraud table, 284,807 rows x 30 float32 features + Class, 8-bit minmax; "
-          f"medians of {args.reps} interleaved runs; {machine['machine']}, "
+    print(f"{what}, 8-bit minmax; medians of {args.reps} interleaved runs; {machine['machine']}, "
           f"load average {machine['load_avg_before'][0]} before, "
           f"{machine['load_avg_after'][0]} after; {machine['date']}")
     print()
