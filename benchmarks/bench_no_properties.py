@@ -89,7 +89,8 @@ def creditcard_parquet(path: Path) -> Path:
 from pyspark.sql import SparkSession, functions as F
 spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
          .config("spark.sql.parquet.compression.codec", "zstd").getOrCreate())
-df = spark.read.option("header", True).option("inferSchema", True).csv({str(ensure("creditcard"))!r})
+csv = {str(ensure("creditcard"))!r}
+df = spark.read.option("header", True).option("inferSchema", True).csv(csv)
 feats = [c for c in df.columns if c != "Class"]
 (df.select(*[F.col(c).cast("float").alias(c) for c in feats], F.col("Class").cast("int"))
  .repartition(4).write.mode("overwrite").option("parquet.enable.dictionary", "false")

@@ -10,11 +10,11 @@ Idempotent reruns (for schedulers that retry or backfill): a job that passes a
 :class:`Fingerprint` to :func:`run_job` records ``input_fingerprint`` in its ``report.json``: the
 SHA-256 of the canonical JSON of the job name, the package version and the SHA-256 of its
 source files (:func:`code_identity`: an upgrade or a code change reruns), the resolved
-``--output``, every input path with, for each data file under it, its relative path, size and ``mtime_ns``
-(hidden files and markers such as ``_SUCCESS`` and ``.crc`` skipped), the SHA-256 of every config
-file's bytes, and every other argument except ``--overwrite`` and ``--log-level``. Before any
-config is loaded or a SparkSession is built, :func:`run_job` compares it with the one recorded in
-an existing output:
+``--output``, every input path with, for each data file under it, its relative path, size and
+``mtime_ns`` (hidden files and markers such as ``_SUCCESS`` and ``.crc`` skipped), the SHA-256
+of every config file's bytes, and every other argument except ``--overwrite`` and
+``--log-level``. Before any config is loaded or a SparkSession is built, :func:`run_job`
+compares it with the one recorded in an existing output:
 
 - ``OUTPUT/_SUCCESS`` present and the same fingerprint, no ``--overwrite``: nothing to do; exit 0
   and print ``{"job": ..., "status": "skipped", "output": ..., "input_fingerprint": ...}``.
