@@ -133,6 +133,7 @@ def run(args, spark, run_id, ctx) -> dict:
         report["gate"] = G.model_gate(config.gate, report)
         for w in report["warnings"]:
             jobkit.log.warning("%s: %s", JOB, w)
+        report["spark_settings"] = jobkit.spark_settings(spark, JOB)
         out.write_json("report.json", report)
         if report["gate"]["passed"]:
             out.commit()

@@ -86,6 +86,7 @@ def run(args, spark, run_id, ctx) -> dict:
                   "bytes_in": O.tree_bytes(src / "data"),
                   "bytes_out": O.tree_bytes(out.staging / "data"),
                   "columns": [c.name for c in codebook.columns], "input_quality": quality}
+        report["spark_settings"] = jobkit.spark_settings(spark, JOB)
         out.write_json("report.json", report)
         out.commit()
     except BaseException:

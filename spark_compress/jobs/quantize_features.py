@@ -79,6 +79,7 @@ def run(args, spark, run_id, config) -> dict:
         report["gate"] = G.feature_gate(config.gate.defaults, config.gate.columns, report)
         for w in report["warnings"]:
             jobkit.log.warning("%s: %s", JOB, w)
+        report["spark_settings"] = jobkit.spark_settings(spark, JOB)
         out.write_json("report.json", report)
         if report["gate"]["passed"]:
             out.commit()

@@ -124,6 +124,7 @@ def run(args, spark, run_id, ctx) -> dict:
             "arrow_max_records_per_batch": int(spark.conf.get(
                 "spark.sql.execution.arrow.maxRecordsPerBatch", "10000")),
         }
+        report["spark_settings"] = jobkit.spark_settings(spark, JOB)
         out.write_json("report.json", report)
         out.commit()
     except BaseException:

@@ -19,12 +19,13 @@ everything ``spark-submit`` prints to stderr and only the summary to stdout.
 
 Idempotent reruns (for schedulers that retry or backfill): a job that passes a
 :class:`Fingerprint` to :func:`run_job` records ``input_fingerprint`` in its ``report.json``: the
-SHA-256 of the canonical JSON of the job name, the package version, the resolved ``--output``,
-every input path with, for each data file under it, its relative path, size and ``mtime_ns``
-(hidden files and markers such as ``_SUCCESS`` and ``.crc`` skipped), the SHA-256 of every config
-file's bytes, and every other argument except ``--overwrite`` and ``--log-level``. Before any
-config is loaded or a SparkSession is built, :func:`run_job` compares it with the one recorded in
-an existing output:
+SHA-256 of the canonical JSON of the job name, the package version and the SHA-256 of its
+source files (:func:`code_identity`: an upgrade or a code change reruns), the resolved
+``--output``, every input path with, for each data file under it, its relative path, size and
+``mtime_ns`` (hidden files and markers such as ``_SUCCESS`` and ``.crc`` skipped), the SHA-256
+of every config file's bytes, and every other argument except ``--overwrite`` and
+``--log-level``. Before any config is loaded or a SparkSession is built, :func:`run_job`
+compares it with the one recorded in an existing output:
 
 - ``OUTPUT/_SUCCESS`` present and the same fingerprint, no ``--overwrite``: nothing to do; exit 0
   and print ``{"job": ..., "status": "skipped", "output": ..., "input_fingerprint": ...}``.
@@ -37,14 +38,23 @@ an existing output:
 A fingerprint sees sizes and modification times, not contents, of the input data (cheap on
 terabytes): a file rewritten in place with the same size within the filesystem's timestamp
 resolution is not noticed; pass ``--overwrite`` after such an edit.
+
+Spark settings: a job does not depend on a properties file the user must remember. For every
+key of its table (:data:`JOB_SPARK_DEFAULTS`: the Parquet codec zstd, UTC, Arrow batch size, the
+codegen settings the wide encode needs) that the user did not configure, :func:`build_session`
+sets the job's value, turns Spark's INFO logs off when the user gave no log config, and
+``report.json`` records each effective value and its source under ``spark_settings``
+(:func:`spark_settings`). A user's ``--conf`` or properties file always wins.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import hmac
+import importlib.resources
 import json
 import logging
 import os
@@ -113,6 +123,7 @@ class Fingerprint:
         doc: dict = {
             "job": job,
             "version": __version__,
+            "code": code_identity(),
             "output": str(local_path(args.output, what="--output")),
             "inputs": {d: _input_entry(values.get(d), d) for d in self.inputs},
             "configs": {d: _config_entry(values.get(d), d) for d in self.configs},
@@ -125,6 +136,44 @@ class Fingerprint:
     def compute(self, job: str, args: argparse.Namespace) -> str:
         """Hex SHA-256 of :meth:`document`."""
         return O.fingerprint_of(self.document(job, args))
+
+
+def code_identity(root: Path | None = None) -> str:
+    """Hex SHA-256 of the code that runs: every ``*.py`` file under the ``spark_compress``
+    package (``root``, by default the imported package, also from a wheel or a zip on
+    ``--py-files``), as its relative path (``/``-separated, sorted) and its bytes. An upgrade, a
+    local edit, an added or a renamed module changes it, so a rerun after it is not "skipped".
+    Computed once per process for the imported package."""
+    if root is None:
+        return _installed_code_identity()
+    return _tree_sha256(root)
+
+
+@functools.cache
+def _installed_code_identity() -> str:
+    return _tree_sha256(importlib.resources.files("spark_compress"))
+
+
+def _tree_sha256(root) -> str:
+    files: list[tuple[str, Any]] = []
+
+    def walk(node, prefix: str) -> None:
+        for child in node.iterdir():
+            rel = f"{prefix}{child.name}"
+            if child.is_dir():
+                if child.name != "__pycache__":
+                    walk(child, rel + "/")
+            elif child.name.endswith(".py"):
+                files.append((rel, child))
+
+    walk(root, "")
+    h = hashlib.sha256()
+    for rel, node in sorted(files, key=lambda f: f[0]):
+        data = node.read_bytes()
+        # Lengths make the stream unambiguous: no two trees hash the same bytes.
+        h.update(f"{len(rel.encode())}:{rel}:{len(data)}:".encode())
+        h.update(data)
+    return h.hexdigest()
 
 
 def _flag(dest: str) -> str:
@@ -195,9 +244,6 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
                         "inferSchema=true)")
 
 
-PROGRESS_KEY = "spark.ui.showConsoleProgress"
-
-
 def console_progress(configured: str | None, interactive: bool) -> str:
     """The value of Spark's console progress bar setting for a job: what ``spark-submit`` was
     given (``--conf``, ``--properties-file``) when set, else on for an interactive run and off
@@ -226,18 +272,189 @@ def _interactive(jvm: Any) -> bool:
         return False
 
 
-def build_session(job: str, run_id: str) -> SparkSession:
+PROGRESS_KEY = "spark.ui.showConsoleProgress"
+LOG_LEVEL_KEY = "spark.log.level"
+HUGE_METHOD_KEY = "spark.sql.codegen.hugeMethodLimit"
+# HotSpot's flag that lets the JIT compile methods above 8000 bytes of bytecode.
+COMPILE_HUGE_METHODS = "-XX:-DontCompileHugeMethods"
+# Where the job records, in the session's own conf (and so in the Spark UI's Environment tab),
+# which settings it chose itself: JSON {key: reason}. See spark_settings().
+JOB_SETTINGS_KEY = "spark.sparkcompress.jobSettings"
+
+
+# Settings that only take effect on the builder, before the SparkContext exists (a reused
+# session keeps what it has); every other job setting is a runtime SQL conf.
+STARTUP_KEYS = (PROGRESS_KEY, LOG_LEVEL_KEY)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSetting:
+    """A Spark SQL setting a job's output or speed depends on, with the reason the job sets it
+    itself (unless the user configured the key)."""
+
+    value: str
+    why: str
+
+
+# What every job's output depends on, whatever the user remembered to pass to spark-submit.
+_COMMON = {
+    "spark.sql.parquet.compression.codec": JobSetting(
+        "zstd", "Parquet codec: the credit-card table's 8-bit codes are 26% smaller in zstd "
+                "than in Spark's default snappy (docs/benchmarks.md)"),
+    "spark.sql.session.timeZone": JobSetting(
+        "UTC", "timestamps read from CSV/JSON and written to Parquet mean the same on every "
+               "machine"),
+    "spark.sql.execution.arrow.maxRecordsPerBatch": JobSetting(
+        "100000", "100k-row Arrow batches (Spark's default: 10k) cut the Arrow encode "
+                  "pass by 20%"),
+}
+# The wide native projections of the feature encode/decode (one expression per column).
+_WIDE_CODEGEN = {
+    "spark.sql.codegen.methodSplitThreshold": JobSetting(
+        "256", "split generated methods early: the wide encode's projection otherwise makes one "
+               "method the JIT will not compile"),
+    HUGE_METHOD_KEY: JobSetting(
+        "8000", f"without {COMPILE_HUGE_METHODS} HotSpot never JIT-compiles a method over 8000 "
+                "bytes of bytecode, and the wide encode's is over (10x slower); past this limit "
+                "Spark gives up whole-stage codegen for the plan instead"),
+}
+
+#: Per job: the Spark settings the job sets itself (see :func:`decide_settings`).
+JOB_SPARK_DEFAULTS: Mapping[str, Mapping[str, JobSetting]] = {
+    "quantize_features": {**_COMMON, **_WIDE_CODEGEN},
+    "dequantize_features": {**_COMMON, **_WIDE_CODEGEN},
+    "score": {**_COMMON, **_WIDE_CODEGEN},
+    "compress_model": dict(_COMMON),
+}
+
+# Log4j 2 configuration files Spark's classpath (SPARK_CONF_DIR, else SPARK_HOME/conf) may hold.
+_LOG4J_FILES = tuple(f"log4j2{t}.{ext}" for t in ("", "-test")
+                     for ext in ("properties", "xml", "yaml", "yml", "json", "jsn"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """The effective value of one job setting and where it came from: ``"user"`` (present in the
+    conf spark-submit built: ``--conf``, ``--properties-file``, ``spark-defaults.conf``, or an
+    embedding application's session), ``"job"`` (set by the job), or ``"spark"`` (left to Spark,
+    ``value`` ``None``; ``why`` says why)."""
+
+    value: str | None
+    source: str
+    why: str
+
+
+def user_log_config(configured: Mapping[str, str], env: Mapping[str, str]) -> str | None:
+    """Where the user's own log4j configuration comes from, or ``None`` when Spark would use its
+    built-in default profile (INFO to the console): a ``log4j2.*`` file in ``SPARK_CONF_DIR``
+    (else ``SPARK_HOME/conf``), or a ``-Dlog4j...`` option in the driver's Java options or the
+    JVM's environment."""
+    conf_dir = env.get("SPARK_CONF_DIR") or (
+        str(Path(env["SPARK_HOME"]) / "conf") if env.get("SPARK_HOME") else None)
+    if conf_dir:
+        for name in _LOG4J_FILES:
+            if (Path(conf_dir) / name).is_file():
+                return str(Path(conf_dir) / name)
+    for where, text in (("spark.driver.extraJavaOptions",
+                         configured.get("spark.driver.extraJavaOptions", "")),
+                        *((v, env.get(v, "")) for v in ("SPARK_SUBMIT_OPTS", "JAVA_TOOL_OPTIONS",
+                                                         "_JAVA_OPTIONS"))):
+        if "-Dlog4j" in text:
+            return where
+    return None
+
+
+def compiles_huge_methods(configured: Mapping[str, str], env: Mapping[str, str]) -> str | None:
+    """Where ``-XX:-DontCompileHugeMethods`` reaches the JVMs that run tasks, or ``None``. In
+    local mode tasks run in the driver's JVM (its options or the JVM's environment); on a
+    cluster in the executors' (``spark.executor.extraJavaOptions``)."""
+    master = configured.get("spark.master", "local[*]")
+    if master.startswith("local"):
+        sources = [("spark.driver.extraJavaOptions",
+                    configured.get("spark.driver.extraJavaOptions", ""))]
+        sources += [(v, env.get(v, "")) for v in ("SPARK_SUBMIT_OPTS", "JAVA_TOOL_OPTIONS",
+                                                  "_JAVA_OPTIONS")]
+    else:
+        sources = [("spark.executor.extraJavaOptions",
+                    configured.get("spark.executor.extraJavaOptions", ""))]
+    for where, text in sources:
+        if COMPILE_HUGE_METHODS in text.split():
+            return where
+    return None
+
+
+def decide_settings(job: str, configured: Mapping[str, str], *, env: Mapping[str, str],
+                    log_level: str, interactive: bool) -> dict[str, Decision]:
+    """The decision table of a job's Spark settings; pure (no Spark). ``configured``: the
+    settings the user gave (the SparkConf spark-submit built); a key present there always keeps
+    the user's value. Otherwise the job sets:
+
+    - its :data:`JOB_SPARK_DEFAULTS` (``spark.sql.codegen.hugeMethodLimit`` only when
+      :func:`compiles_huge_methods` finds no ``-XX:-DontCompileHugeMethods``: with the flag the
+      JIT compiles the huge method, which is faster than giving up whole-stage codegen);
+    - ``spark.ui.showConsoleProgress`` per :func:`console_progress`;
+    - ``spark.log.level=WARN`` (Spark's INFO chatter off) unless the user has a log config
+      (:func:`user_log_config`) or ``log_level`` is ``DEBUG``.
+    """
+    table = JOB_SPARK_DEFAULTS.get(job, _COMMON)
+    out: dict[str, Decision] = {}
+    for key, setting in table.items():
+        if key in configured:
+            out[key] = Decision(configured[key], "user", "configured by the user")
+        elif key == HUGE_METHOD_KEY and (where := compiles_huge_methods(configured, env)):
+            out[key] = Decision(None, "spark",
+                                f"{COMPILE_HUGE_METHODS} in {where}: the JIT compiles huge "
+                                "methods, whole-stage codegen stays on")
+        else:
+            out[key] = Decision(setting.value, "job", setting.why)
+    if PROGRESS_KEY in configured:
+        out[PROGRESS_KEY] = Decision(configured[PROGRESS_KEY], "user", "configured by the user")
+    else:
+        out[PROGRESS_KEY] = Decision(console_progress(None, interactive), "job",
+                                     "progress bar only when a terminal watches the run")
+    if LOG_LEVEL_KEY in configured:
+        out[LOG_LEVEL_KEY] = Decision(configured[LOG_LEVEL_KEY], "user", "configured by the user")
+    elif log_level == "DEBUG":
+        out[LOG_LEVEL_KEY] = Decision(None, "spark", "--log-level DEBUG: Spark's logs kept")
+    elif (where := user_log_config(configured, env)) is not None:
+        out[LOG_LEVEL_KEY] = Decision(None, "spark", f"the user's log config ({where})")
+    else:
+        out[LOG_LEVEL_KEY] = Decision("WARN", "job",
+                                      "no log config given: Spark's INFO lines off")
+    return out
+
+
+def build_session(job: str, run_id: str, *, log_level: str = "INFO") -> SparkSession:
     """The job's session, named after the job and run so the Spark UI and history server show
-    it. Master and Spark settings come from ``spark-submit`` (``--master``, ``--conf``,
-    ``--properties-file``); the console progress bar follows :func:`console_progress`."""
+    it. Master and the user's Spark settings come from ``spark-submit`` (``--master``,
+    ``--conf``, ``--properties-file``, ``spark-defaults.conf``); on top, the job sets what its
+    output and speed depend on (:func:`decide_settings`) for every key the user left unset, so a
+    run without a properties file writes the same files at the same speed. A session that is
+    already active (an embedding application, a test) gets the job's runtime SQL settings for
+    the keys it has not set; :func:`release_session` takes them back. ``log_level`` is the
+    job's ``--log-level`` (``DEBUG`` keeps Spark's INFO lines)."""
     builder = SparkSession.builder.appName(f"spark-compress {job} {run_id}")
-    if SparkSession.getActiveSession() is None:
+    active = SparkSession.getActiveSession()
+    if active is None:
         from pyspark import SparkConf, SparkContext
 
         SparkContext._ensure_initialized()  # the JVM, so SparkConf() holds spark-submit's settings
-        configured = SparkConf().get(PROGRESS_KEY, None)
-        builder = builder.config(PROGRESS_KEY,
-                                 console_progress(configured, _interactive(SparkContext._jvm)))
+        configured = dict(SparkConf().getAll())
+        decisions = decide_settings(job, configured, env=os.environ, log_level=log_level,
+                                    interactive=_interactive(SparkContext._jvm))
+        chosen = {k: d for k, d in decisions.items() if d.source == "job"}
+        for key, d in chosen.items():
+            builder = builder.config(key, d.value)
+        builder = builder.config(JOB_SETTINGS_KEY, _record(chosen))
+        return builder.getOrCreate()
+    configured = dict(active.conf.getAll)
+    decisions = decide_settings(job, configured, env=os.environ, log_level=log_level,
+                                interactive=False)
+    chosen = {k: d for k, d in decisions.items()
+              if d.source == "job" and k not in STARTUP_KEYS}
+    for key, d in chosen.items():
+        active.conf.set(key, d.value)
+    active.conf.set(JOB_SETTINGS_KEY, _record(chosen))
     return builder.getOrCreate()
 
 
@@ -348,6 +565,51 @@ def _guess_format(f: Path, head: bytes) -> str:
     if any(s in suffixes for s in (".csv", ".tsv", ".txt")) or b"," in head.split(b"\n", 1)[0]:
         return "csv"
     return ""
+
+
+def _record(chosen: Mapping[str, Decision]) -> str:
+    return json.dumps({k: d.why for k, d in sorted(chosen.items())}, sort_keys=True)
+
+
+def release_session(spark: SparkSession) -> None:
+    """Undo what :func:`build_session` set at runtime on a session the job did not create (an
+    embedding application's), so its later queries see its own settings again."""
+    try:
+        chosen = json.loads(spark.conf.get(JOB_SETTINGS_KEY, "{}") or "{}")
+    except ValueError:
+        return
+    for key in chosen:
+        spark.conf.unset(key)
+    spark.conf.unset(JOB_SETTINGS_KEY)
+
+
+def spark_settings(spark: SparkSession, job: str) -> dict[str, dict]:
+    """The effective value of every setting of the job's decision table, for ``report.json``:
+    ``{key: {"value": ..., "source": "user" | "job" | "spark"}}`` (``"spark"``: left to Spark's
+    own default, whose value is given when Spark reports one), so two runs that differ can be
+    told apart by their reports."""
+    try:
+        chosen = json.loads(spark.conf.get(JOB_SETTINGS_KEY, "{}") or "{}")
+    except ValueError:
+        chosen = {}
+    keys = [*JOB_SPARK_DEFAULTS.get(job, _COMMON), PROGRESS_KEY, LOG_LEVEL_KEY]
+    configured = dict(spark.conf.getAll)
+    out = {}
+    for key in keys:
+        if key in chosen:
+            source = "job"
+        elif key in configured:
+            source = "user"
+        else:
+            source = "spark"
+        value = configured.get(key)
+        if value is None:
+            try:
+                value = spark.conf.get(key)
+            except Exception:  # noqa: BLE001 - a key with no default: Spark reports none
+                value = None
+        out[key] = {"value": value, "source": source}
+    return out
 
 
 def read_input(spark: SparkSession, path: str, fmt: str, options: Sequence[str], *,
@@ -512,7 +774,7 @@ def run_job(job: str, parser: argparse.ArgumentParser,
                 return emit_summary(job, {"status": "skipped", "output": args.output,
                                           "input_fingerprint": args.input_fingerprint}, 0)
         ctx = prepare(args) if prepare is not None else None
-        spark = build_session(job, run_id)
+        spark = build_session(job, run_id, log_level=args.log_level)
         summary = dict(body(args, spark, run_id, ctx))
     except SparkCompressError as e:
         return emit_error(job, 2, str(e))
@@ -536,6 +798,8 @@ def run_job(job: str, parser: argparse.ArgumentParser,
     finally:
         if spark is not None and owned:
             spark.stop()
+        elif spark is not None:
+            release_session(spark)
     exit_code = int(summary.pop("exit_code", 0))
     summary.setdefault("status", "ok")
     return emit_summary(job, summary, exit_code)

@@ -163,7 +163,8 @@ def test_fingerprint_document_lists_data_files_and_hashes_configs(tmp_path):
     doc = spec.document("quantize_features", args)
     st0, st1 = (data / "part-0.parquet").stat(), (data / "sub" / "part-1.parquet").stat()
     assert doc == {
-        "job": "quantize_features", "version": "0.1.0", "output": "/tmp/out",
+        "job": "quantize_features", "version": "0.1.0", "code": jobkit.code_identity(),
+        "output": "/tmp/out",
         "inputs": {"input": {"path": str(data), "files": [
             ["part-0.parquet", 3, st0.st_mtime_ns], ["sub/part-1.parquet", 5, st1.st_mtime_ns]]}},
         "configs": {"config": {"path": str(conf),
