@@ -448,6 +448,12 @@ def build_session(job: str, run_id: str, *, log_level: str = "INFO") -> SparkSes
         builder = builder.config(JOB_SETTINGS_KEY, _record(chosen))
         return builder.getOrCreate()
     configured = dict(active.conf.getAll)
+    # A job already running in this session (one run started inside another) set some keys:
+    # they are a job's, not the user's, and are left to that run to take back.
+    outer_record = configured.pop(JOB_SETTINGS_KEY, None)
+    outer = set(_recorded(outer_record))
+    for key in outer:
+        configured.pop(key, None)
     decisions = decide_settings(job, configured, env=os.environ, log_level=log_level,
                                 interactive=False)
     chosen = {k: d for k, d in decisions.items()
@@ -455,7 +461,21 @@ def build_session(job: str, run_id: str, *, log_level: str = "INFO") -> SparkSes
     for key, d in chosen.items():
         active.conf.set(key, d.value)
     active.conf.set(JOB_SETTINGS_KEY, _record(chosen))
+    _REUSED.append((outer_record, set(chosen) - outer))
     return builder.getOrCreate()
+
+
+# Per reused session run, innermost last: (the record of the run it started inside, or None;
+# the keys this run set and must take back).
+_REUSED: list[tuple[str | None, set[str]]] = []
+
+
+def _recorded(record: str | None) -> dict:
+    try:
+        value = json.loads(record or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def input_paths(args: argparse.Namespace, fingerprint: Fingerprint) -> dict[str, str]:
@@ -574,13 +594,16 @@ def _record(chosen: Mapping[str, Decision]) -> str:
 def release_session(spark: SparkSession) -> None:
     """Undo what :func:`build_session` set at runtime on a session the job did not create (an
     embedding application's), so its later queries see its own settings again."""
-    try:
-        chosen = json.loads(spark.conf.get(JOB_SETTINGS_KEY, "{}") or "{}")
-    except ValueError:
-        return
-    for key in chosen:
+    if _REUSED:
+        outer_record, keys = _REUSED.pop()
+    else:
+        outer_record, keys = None, set(_recorded(spark.conf.get(JOB_SETTINGS_KEY, None)))
+    for key in keys:
         spark.conf.unset(key)
-    spark.conf.unset(JOB_SETTINGS_KEY)
+    if outer_record is None:
+        spark.conf.unset(JOB_SETTINGS_KEY)
+    else:
+        spark.conf.set(JOB_SETTINGS_KEY, outer_record)
 
 
 def spark_settings(spark: SparkSession, job: str) -> dict[str, dict]:

@@ -74,7 +74,10 @@ def _one_error(run: Run, job: str, *fragments: str) -> str:
     assert lines[0].startswith(f"{job}: error: ")
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
-    assert run.out == ""
+    # stdout holds only the error summary, with the same message.
+    summary = json.loads(run.out)
+    assert summary == {"job": job, "status": "error", "exit_code": 2,
+                       "message": lines[0][len(f"{job}: error: "):]}
     return lines[0]
 
 

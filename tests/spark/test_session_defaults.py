@@ -262,3 +262,22 @@ def test_the_fingerprint_follows_the_code(tmp_path, monkeypatch):
     before = spec.compute("job", args)
     monkeypatch.setattr(jobkit, "_installed_code_identity", lambda: "0" * 64)
     assert spec.compute("job", args) != before
+
+
+def test_a_run_started_inside_another_takes_back_only_its_own_settings(spark):
+    """Found when a safe-outputs test started one job inside another in the shared session: the
+    inner run took the outer run's settings for the user's and its release dropped the outer
+    run's record, so the outer run's codec stayed set for the rest of the session."""
+    before = spark.conf.get(CODEC)
+    assert CODEC not in spark.conf.getAll
+    jobkit.build_session("quantize_features", "outer")
+    outer_record = spark.conf.get(jobkit.JOB_SETTINGS_KEY)
+    assert spark.conf.get(CODEC) == "zstd"
+    jobkit.build_session("score", "inner")
+    assert CODEC in json.loads(spark.conf.get(jobkit.JOB_SETTINGS_KEY))  # the job's, not a user's
+    jobkit.release_session(spark)
+    assert spark.conf.get(CODEC) == "zstd"                    # the outer run still has it
+    assert spark.conf.get(jobkit.JOB_SETTINGS_KEY) == outer_record
+    jobkit.release_session(spark)
+    assert spark.conf.get(CODEC) == before and CODEC not in spark.conf.getAll
+    assert jobkit.JOB_SETTINGS_KEY not in spark.conf.getAll
