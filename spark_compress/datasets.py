@@ -197,7 +197,8 @@ def _root(ds: Dataset) -> Path:
     raise DataError(
         f"Data set '{ds.name}' ({src.import_name}/{ds.path}) was not found: "
         f"{src.distribution} {what} in {sys.executable}. "
-        f"Fix: python scripts/fetch_data.py, or {install_command(ds.name)}"
+        f"Fix: spark-compress datasets (python scripts/fetch_data.py in a checkout), or "
+        f"{install_command(ds.name)}"
     )
 
 

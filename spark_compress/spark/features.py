@@ -3,7 +3,8 @@
 Where the time goes (measured, see docs/benchmarks.md): affine codes are cheapest as native Spark
 column expressions (no Python, no Arrow round trip) provided whole-stage codegen does not choke on
 the wide projection (``spark.sql.codegen.methodSplitThreshold`` and the JVM flag
-``-XX:-DontCompileHugeMethods``, both set in ``conf/spark-defaults.conf``). Table lookups
+``-XX:-DontCompileHugeMethods``: the jobs set the first themselves, and without the flag
+``spark.sql.codegen.hugeMethodLimit``, see ``spark_compress.spark.jobkit``). Table lookups
 (quantile bins, dictionaries) run in one ``mapInArrow`` pass over all such columns with the numpy
 core, so Spark results equal the core's bit for bit.
 """
