@@ -707,19 +707,19 @@ def phase(name: str, **fields: object) -> Iterator[dict]:
 
 
 def emit_summary(job: str, summary: Mapping[str, Any], exit_code: int) -> int:
-    """Print the run's one JSON summary line on stdout, write it to the file named by
-    :data:`SUMMARY_FILE_ENV` when that is set, and return ``exit_code``.
+    """Emit the run's one JSON summary line and return ``exit_code``: into the file named by
+    :data:`SUMMARY_FILE_ENV` when that is set (the ``spark-compress`` command prints it on its
+    own stdout, so it is not printed here too: under spark-submit this stdout reaches the
+    command's stderr), else on stdout.
 
     ``summary`` holds ``"status"`` (``"ok"``, ``"skipped"``, ``"error"``, or a status of the
     job's own such as a failed quality gate) and the job's figures; ``"job"`` is added, and
     ``"exit_code"`` when it is not 0. Keys are sorted so the line is stable. A summary file
-    that cannot be written is reported on stderr and does not change the exit code (the
-    stdout line is still there)."""
+    that cannot be written is reported on stderr and the line goes to stdout instead."""
     document = {"job": job, **summary}
     if exit_code != 0:
         document["exit_code"] = exit_code
     line = json.dumps(document, sort_keys=True, default=str)
-    print(line, flush=True)
     target = os.environ.get(SUMMARY_FILE_ENV)
     if target:
         try:
@@ -728,8 +728,10 @@ def emit_summary(job: str, summary: Mapping[str, Any], exit_code: int) -> int:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(line + "\n")
             os.replace(tmp, target)
+            return exit_code
         except OSError as e:
             print(f"{job}: warning: cannot write the summary to {target}: {e}", file=sys.stderr)
+    print(line, flush=True)
     return exit_code
 
 

@@ -242,15 +242,20 @@ def _toy_parser():
      {"job": "toy", "status": "error", "exit_code": 1,
       "message": "ZeroDivisionError: division by zero"}),
 ], ids=["ok", "gate", "failure"])
-def test_run_job_emits_one_summary_on_stdout_and_in_the_summary_file(
+def test_run_job_emits_one_summary_on_stdout_or_in_the_summary_file(
         spark, capsys, monkeypatch, tmp_path, body, rc, expected):
     from spark_compress.spark import jobkit
 
-    summary_file = tmp_path / "summary.json"
-    monkeypatch.setenv(jobkit.SUMMARY_FILE_ENV, str(summary_file))
+    monkeypatch.delenv(jobkit.SUMMARY_FILE_ENV, raising=False)
     assert jobkit.run_job("toy", _toy_parser(), body, ["--output", "o"]) == rc
     out = capsys.readouterr().out
     assert json.loads(out) == expected and out.count("\n") == 1
+    # Through the command the line goes to the file only (the command prints it), so a
+    # terminal showing both streams does not get it twice.
+    summary_file = tmp_path / "summary.json"
+    monkeypatch.setenv(jobkit.SUMMARY_FILE_ENV, str(summary_file))
+    assert jobkit.run_job("toy", _toy_parser(), body, ["--output", "o"]) == rc
+    assert capsys.readouterr().out == ""
     assert summary_file.read_text() == out
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temp file left
 
