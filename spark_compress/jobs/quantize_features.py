@@ -77,14 +77,7 @@ def run(args, spark, run_id, config) -> dict:
                       input_fingerprint=args.input_fingerprint)
         report["warnings"] = G.feature_warnings(report)
         report["gate"] = G.feature_gate(config.gate.defaults, config.gate.columns, report)
-        for w in report["warnings"]:
-            jobkit.log.warning("%s: %s", JOB, w)
-        report["spark_settings"] = jobkit.spark_settings(spark, JOB)
-        out.write_json("report.json", report)
-        if report["gate"]["passed"]:
-            out.commit()
-        else:
-            G.commit_gate_failed(out, report["gate"])
+        jobkit.commit_report(JOB, spark, out, report)
     except BaseException:
         out.abort()
         raise

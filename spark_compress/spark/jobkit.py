@@ -76,6 +76,7 @@ from spark_compress.errors import (
     SparkCompressError,
     task_data_error_message,
 )
+from spark_compress.io import gate as G
 from spark_compress.io import output as O
 from spark_compress.io.output import local_path
 
@@ -589,6 +590,22 @@ def _guess_format(f: Path, head: bytes) -> str:
 
 def _record(chosen: Mapping[str, Decision]) -> str:
     return json.dumps({k: d.why for k, d in sorted(chosen.items())}, sort_keys=True)
+
+
+def commit_report(job: str, spark: SparkSession, out: O.StagedOutput, report: dict) -> None:
+    """Finish a job whose ``report`` already holds ``warnings`` and ``gate``
+    (:mod:`spark_compress.io.gate`): log the warnings, record the effective Spark settings
+    (:func:`spark_settings`), write ``report.json`` and commit ``out``, with ``_SUCCESS`` when
+    the gate passed and marked ``_GATE_FAILED`` otherwise (the caller then raises
+    :class:`~spark_compress.errors.QualityGateFailed`)."""
+    for w in report["warnings"]:
+        log.warning("%s: %s", job, w)
+    report["spark_settings"] = spark_settings(spark, job)
+    out.write_json("report.json", report)
+    if report["gate"]["passed"]:
+        out.commit()
+    else:
+        G.commit_gate_failed(out, report["gate"])
 
 
 def release_session(spark: SparkSession) -> None:
